@@ -1,0 +1,139 @@
+"""The on-disk SAC adapter: LoRA (peft format) + anchor/[LM] embeddings + config + provenance.
+
+A directory holds::
+
+    adapter_config.json, adapter_model.safetensors   the encoder's LoRA, as peft writes them
+    sac_embeddings.safetensors                       "anchor" [slots, hidden], "lm" [hidden]
+    sac_adapter.json                                 format, SACConfig, base-model fingerprint,
+                                                     library versions, free-form training info
+
+Only safetensors and JSON are read; nothing is unpickled. This module knows
+files and fingerprints; it does not build models (``SACModel`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import SACConfig
+from .errors import AdapterMismatchError, ConfigError, ModelLoadError
+
+__all__ = ["AdapterFiles", "read_adapter", "write_adapter", "weights_fingerprint", "ADAPTER_FORMAT"]
+
+ADAPTER_FORMAT = "sac-rag/adapter"
+ADAPTER_VERSION = 1
+META_FILE = "sac_adapter.json"
+EMB_FILE = "sac_embeddings.safetensors"
+LORA_FILE = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    """What an adapter directory holds, read and checked."""
+
+    path: Path
+    config: SACConfig
+    base_fingerprint: str
+    embeddings: dict[str, torch.Tensor]
+    lora: dict[str, torch.Tensor] | None
+    meta: dict[str, Any]
+
+
+def weights_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    from . import __version__
+
+    return {"sac_rag": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def write_adapter(
+    path: str | os.PathLike,
+    *,
+    peft_model,
+    embeddings: dict[str, torch.Tensor],
+    config: SACConfig,
+    base_fingerprint: str,
+    base_model: str,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write an adapter directory atomically (a temporary directory renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        if peft_model is not None:
+            peft_model.save_pretrained(tmp, safe_serialization=True)
+        save_file({k: v.detach().cpu().float().contiguous() for k, v in embeddings.items()}, tmp / EMB_FILE)
+        meta = {
+            "format": ADAPTER_FORMAT,
+            "version": ADAPTER_VERSION,
+            "config": config.to_dict(),
+            "base_fingerprint": base_fingerprint,
+            "base_model": base_model,
+            "versions": _versions(),
+            "info": info or {},
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_adapter(path: str | os.PathLike, *, anchor_strategy=None) -> AdapterFiles:
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{path} is not a sac-rag adapter directory (no {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ModelLoadError(f"{meta_path}: format {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}")
+    if meta.get("version") != ADAPTER_VERSION:
+        raise AdapterMismatchError(
+            f"{path}: adapter format version {meta.get('version')}, this sac-rag reads {ADAPTER_VERSION}; retrain or upgrade"
+        )
+    try:
+        config = SACConfig.from_dict(meta["config"], anchor_strategy=anchor_strategy)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{meta_path}: bad config: {exc}") from exc
+    try:
+        embeddings = load_file(path / EMB_FILE)
+        lora = load_file(path / LORA_FILE) if (path / LORA_FILE).exists() else None
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{path}: cannot read adapter tensors: {exc}") from exc
+    if config.lora_rank > 0 and lora is None:
+        raise ModelLoadError(f"{path}: config says lora_rank={config.lora_rank} but {LORA_FILE} is missing")
+    return AdapterFiles(path, config, meta.get("base_fingerprint", ""), embeddings, lora, meta)

@@ -1,0 +1,325 @@
+"""Decoding from an ordered list of text segments and AnchorKVs with the frozen base model.
+
+Layout of a prompt (positions in brackets)::
+
+    BOS[0]  text[1..a]  kv[a+1..a+n]  [LM][a+n]  text[a+n+1..]  ...  answer
+
+Text is tokenized and run through the base model; an AnchorKV is re-rotated to
+its place and its keys/values are appended to the cache as they are; after a
+run of AnchorKVs the learned ``[LM]`` embedding sits at the position of the
+last compressed token, as in the reference code. Anchors stay visible to
+sliding-window layers at any distance (they are "pinned"), while plain text
+keeps the base model's own window, so a prompt without KVs decodes exactly
+as the base model does.
+
+This module knows the decoder's forward pass, sampling and stop strings. It
+takes a :class:`DecoderContext` (what it needs from ``SACModel``) and does
+not know files, stores or the encoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .attention import MaskBuilder
+from .config import SACConfig
+from .errors import InputTooLargeError, InvalidInputError, KVMismatchError
+from .kv import AnchorKV
+
+__all__ = ["Usage", "GenerationOutput", "StreamPiece", "SamplingParams", "DecoderContext", "generate", "stream"]
+
+Segment = str | AnchorKV
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token accounting of one call."""
+
+    prompt_tokens: int  # text tokens run through the model (BOS included)
+    anchors: int  # anchor KV entries read from compressed passages
+    context_tokens: int  # tokens those anchors stand for
+    generated_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.anchors + self.generated_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "anchors": self.anchors,
+            "context_tokens": self.context_tokens,
+            "generated_tokens": self.generated_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos", "stop" (a stop string) or "length"
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """A piece of streamed text; the last piece has ``finish_reason`` and ``usage`` set."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    token_ids: tuple[int, ...] | None = None  # on the last piece: every generated token id (EOS excluded)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise InvalidInputError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise InvalidInputError(f"seed must be an int or None, got {self.seed!r}")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        stop = tuple(stop or ())
+        if not all(isinstance(s, str) and s for s in stop):
+            raise InvalidInputError(f"stop must be non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", stop)
+
+
+@dataclass
+class DecoderContext:
+    """What decoding needs from an SACModel (kept explicit so this module stays small)."""
+
+    model: object
+    tokenizer: object
+    config: SACConfig
+    masks: MaskBuilder
+    lm_embedding: torch.Tensor | None
+    fingerprint: str
+    bos_id: int | None
+    eos_ids: frozenset[int]
+    decoder_mode: Callable[[], contextlib.AbstractContextManager]
+
+
+@dataclass
+class _State:
+    cache: object
+    pos: torch.Tensor  # [K] positions of cache entries
+    pinned: torch.Tensor  # [K] entries visible to sliding layers at any distance
+    next_pos: int
+    logits: torch.Tensor | None = None
+    prompt_tokens: int = 0
+    anchors: int = 0
+    context_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _tokenize(ctx: DecoderContext, text: str) -> list[int]:
+    return list(ctx.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list[int]) -> None:
+    """Run ``embeds`` [1, Q, H] at positions ``pos`` on top of the cache; keep last-position logits."""
+    device = embeds.device
+    q = embeds.shape[1]
+    past = state.pos.shape[0]
+    q_pos = torch.tensor(pos, dtype=torch.long, device=device)
+    k_pos = torch.cat([state.pos, q_pos])
+    pinned = torch.cat([state.pinned, torch.zeros(q, dtype=torch.bool, device=device)])
+    allowed = torch.arange(past + q, device=device)[None, :] <= (past + torch.arange(q, device=device))[:, None]
+    mask = ctx.masks.build(allowed[None], q_pos[None], k_pos[None], pinned[None], dtype=embeds.dtype)
+    with ctx.decoder_mode():
+        out = ctx.model(
+            inputs_embeds=embeds,
+            position_ids=q_pos[None],
+            attention_mask=mask,
+            cache=state.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    state.logits = out.logits[0, -1].float()
+    state.pos, state.pinned = k_pos, pinned
+
+
+def _append_kv(ctx: DecoderContext, state: _State, kv: AnchorKV, dtype: torch.dtype) -> None:
+    device = state.pos.device
+    keys, values = kv.keys.to(device=device, dtype=dtype), kv.values.to(device=device, dtype=dtype)
+    for layer in range(kv.num_layers):
+        state.cache.update(keys[layer][None], values[layer][None], layer)
+    state.pos = torch.cat([state.pos, kv.positions.to(device)])
+    state.pinned = torch.cat([state.pinned, torch.ones(kv.num_anchors, dtype=torch.bool, device=device)])
+
+
+def _prefill(ctx: DecoderContext, segments: Sequence[Segment]) -> _State:
+    from transformers import DynamicCache
+
+    if isinstance(segments, (str, AnchorKV)) or not isinstance(segments, Sequence) or len(segments) == 0:
+        raise InvalidInputError("segments must be a non-empty list of str and AnchorKV items")
+    embed = ctx.model.get_input_embeddings()
+    device, dtype = embed.weight.device, embed.weight.dtype
+    state = _State(
+        cache=DynamicCache(),
+        pos=torch.zeros(0, dtype=torch.long, device=device),
+        pinned=torch.zeros(0, dtype=torch.bool, device=device),
+        next_pos=0,
+    )
+    # A run of text waiting to be fed: token ids (None = the [LM] vector) and positions.
+    run_ids: list[int | None] = []
+    run_pos: list[int] = []
+
+    def flush() -> None:
+        if not run_ids:
+            return
+        ids = torch.tensor([i if i is not None else 0 for i in run_ids], dtype=torch.long, device=device)
+        embeds = embed(ids[None])
+        if any(i is None for i in run_ids):
+            lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
+            is_lm = torch.tensor([i is None for i in run_ids], device=device)
+            embeds = torch.where(is_lm[None, :, None], lm, embeds)
+        _forward(ctx, state, embeds, list(run_pos))
+        run_ids.clear()
+        run_pos.clear()
+
+    if ctx.bos_id is not None:
+        run_ids.append(ctx.bos_id)
+        run_pos.append(0)
+    cur = 0  # the last position in use
+    after_kv = False
+    text_tokens = 0
+    for i, seg in enumerate(segments):
+        if isinstance(seg, AnchorKV):
+            if seg.fingerprint != ctx.fingerprint:
+                raise KVMismatchError(
+                    f"segment {i} was compressed by model/adapter/config {seg.fingerprint}, this model is "
+                    f"{ctx.fingerprint}: recompress the passage with this model"
+                )
+            if seg.num_layers != len(ctx.masks.layer_types):
+                raise KVMismatchError(f"segment {i} has {seg.num_layers} layers, the model {len(ctx.masks.layer_types)}")
+            flush()
+            _append_kv(ctx, state, seg.placed_at(cur), dtype)
+            state.anchors += seg.num_anchors
+            state.context_tokens += seg.num_tokens
+            cur += seg.num_tokens
+            after_kv = True
+        elif isinstance(seg, str):
+            ids = _tokenize(ctx, seg)
+            if not ids:
+                continue
+            if ctx.bos_id is not None and ids[0] == ctx.bos_id and cur == 0 and len(run_ids) == 1:
+                ids = ids[1:]  # a chat template's own BOS: we already put one at position 0
+            text_tokens += len(ids)
+            if text_tokens > ctx.config.max_input_tokens:
+                raise InputTooLargeError(
+                    f"prompt text has more than max_input_tokens={ctx.config.max_input_tokens} tokens"
+                )
+            if after_kv and ctx.config.lm_token:
+                run_ids.append(None)
+                run_pos.append(cur)
+            after_kv = False
+            run_ids.extend(ids)
+            run_pos.extend(range(cur + 1, cur + 1 + len(ids)))
+            cur += len(ids)
+        else:
+            raise InvalidInputError(f"segment {i} is a {type(seg).__name__}; expected str or AnchorKV")
+    if after_kv and ctx.config.lm_token:
+        run_ids.append(None)
+        run_pos.append(cur)
+    if not run_ids:
+        raise InvalidInputError("the prompt has nothing to decode from (add text after the last AnchorKV)")
+    flush()
+    state.prompt_tokens = text_tokens + (1 if ctx.bos_id is not None else 0)
+    state.next_pos = cur + 1
+    return state
+
+
+def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < params.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _tokens(ctx: DecoderContext, state: _State, params: SamplingParams) -> Iterator[int]:
+    """Yield generated token ids until EOS or the token limit (EOS is yielded last, then the loop ends)."""
+    gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    embed = ctx.model.get_input_embeddings()
+    device = embed.weight.device
+    for step in range(params.max_new_tokens):
+        token = _pick(state.logits, params, gen)
+        yield token
+        if token in ctx.eos_ids or step == params.max_new_tokens - 1:
+            return
+        embeds = embed(torch.tensor([[token]], device=device))
+        _forward(ctx, state, embeds, [state.next_pos])
+        state.next_pos += 1
+
+
+def stream(ctx: DecoderContext, segments: Sequence[Segment], params: SamplingParams) -> Iterator[StreamPiece]:
+    """Stream text pieces; stop strings are never emitted, even split across tokens."""
+    with torch.inference_mode():
+        state = _prefill(ctx, segments)
+        ids: list[int] = []
+        emitted = 0
+        finish = "length"
+        hold = max((len(s) for s in params.stop), default=1) - 1
+        for token in _tokens(ctx, state, params):
+            if token in ctx.eos_ids:
+                finish = "eos"
+                break
+            ids.append(token)
+            text = ctx.tokenizer.decode(ids, skip_special_tokens=True)
+            hits = [text.find(s, max(0, emitted - hold)) for s in params.stop]
+            hits = [h for h in hits if h >= 0]
+            if hits:
+                cut = min(hits)
+                if cut > emitted:
+                    yield StreamPiece(text[emitted:cut])
+                emitted = cut
+                finish = "stop"
+                break
+            safe = len(text) - hold
+            while safe > emitted and text[safe - 1] == "\ufffd":  # an incomplete multi-byte character
+                safe -= 1
+            if safe > emitted:
+                yield StreamPiece(text[emitted:safe])
+                emitted = safe
+        if finish != "stop":
+            text = ctx.tokenizer.decode(ids, skip_special_tokens=True)
+            if len(text) > emitted:
+                yield StreamPiece(text[emitted:])
+        usage = Usage(state.prompt_tokens, state.anchors, state.context_tokens, len(ids))
+        yield StreamPiece("", finish_reason=finish, usage=usage, token_ids=tuple(ids))
+
+
+def generate(ctx: DecoderContext, segments: Sequence[Segment], params: SamplingParams) -> GenerationOutput:
+    pieces = list(stream(ctx, segments, params))
+    last = pieces[-1]
+    return GenerationOutput(
+        text="".join(p.text for p in pieces),
+        token_ids=list(last.token_ids),
+        finish_reason=last.finish_reason,
+        usage=last.usage,
+    )

