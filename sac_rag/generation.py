@@ -32,7 +32,7 @@ from .kv import AnchorKV
 
 __all__ = ["Usage", "GenerationOutput", "StreamPiece", "SamplingParams", "DecoderContext", "generate", "stream"]
 
-Segment = str | AnchorKV
+Segment = str | AnchorKV | list[int]
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def _tokenize(ctx: DecoderContext, text: str) -> list[int]:
     return list(ctx.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list[int]) -> None:
-    """Run ``embeds`` [1, Q, H] at positions ``pos`` on top of the cache; keep last-position logits."""
+def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list[int], keep: int = 1) -> None:
+    """Run ``embeds`` [1, Q, H] at positions ``pos`` on top of the cache; keep the last ``keep`` positions' logits."""
     device = embeds.device
     q = embeds.shape[1]
     past = state.pos.shape[0]
@@ -154,9 +154,9 @@ def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list
             attention_mask=mask,
             cache=state.cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
         )
-    state.logits = out.logits[0, -1].float()
+    state.logits = out.logits[0, -1].float() if keep == 1 else out.logits[0, -keep:].float()
     state.pos, state.pinned = k_pos, pinned
 
 
@@ -169,7 +169,8 @@ def _append_kv(ctx: DecoderContext, state: _State, kv: AnchorKV, dtype: torch.dt
     state.pinned = torch.cat([state.pinned, torch.ones(kv.num_anchors, dtype=torch.bool, device=device)])
 
 
-def _prefill(ctx: DecoderContext, segments: Sequence[Segment]) -> _State:
+def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) -> _State:
+    """Feed the prompt; ``state.logits`` holds the last ``keep`` positions' logits (training reads several)."""
     from transformers import DynamicCache
 
     if isinstance(segments, (str, AnchorKV)) or not isinstance(segments, Sequence) or len(segments) == 0:
@@ -195,7 +196,7 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment]) -> _State:
             lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
             is_lm = torch.tensor([i is None for i in run_ids], device=device)
             embeds = torch.where(is_lm[None, :, None], lm, embeds)
-        _forward(ctx, state, embeds, list(run_pos))
+        _forward(ctx, state, embeds, list(run_pos), keep)
         run_ids.clear()
         run_pos.clear()
 
@@ -220,8 +221,8 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment]) -> _State:
             state.context_tokens += seg.num_tokens
             cur += seg.num_tokens
             after_kv = True
-        elif isinstance(seg, str):
-            ids = _tokenize(ctx, seg)
+        elif isinstance(seg, str) or (isinstance(seg, (list, tuple)) and all(isinstance(t, int) for t in seg)):
+            ids = _tokenize(ctx, seg) if isinstance(seg, str) else list(seg)  # a list of ints is token ids
             if not ids:
                 continue
             if ctx.bos_id is not None and ids[0] == ctx.bos_id and cur == 0 and len(run_ids) == 1:
@@ -239,7 +240,7 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment]) -> _State:
             run_pos.extend(range(cur + 1, cur + 1 + len(ids)))
             cur += len(ids)
         else:
-            raise InvalidInputError(f"segment {i} is a {type(seg).__name__}; expected str or AnchorKV")
+            raise InvalidInputError(f"segment {i} is a {type(seg).__name__}; expected str, AnchorKV or a list of token ids")
     if after_kv and ctx.config.lm_token:
         run_ids.append(None)
         run_pos.append(cur)

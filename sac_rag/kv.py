@@ -78,6 +78,21 @@ def _digest(tensors: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+_FILE_TENSORS = ("keys", "values", "positions", "rotary_inv_freq", "rotary_layer_type")
+_FILE_FIELDS = ("format", "version", "num_tokens", "start", "fingerprint", "content_hash")
+
+
+def _file_checksum(tensors: dict, metadata: dict) -> str:
+    """Checksum of everything a file holds: every tensor (dtype, shape, data) and every metadata field."""
+    h = hashlib.sha256()
+    for name in _FILE_TENSORS:
+        t = tensors[name]
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(_digest([t]).encode())
+    h.update(json.dumps({k: metadata.get(k) for k in _FILE_FIELDS}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True, eq=False)
 class AnchorKV:
     """Per-layer keys/values of a passage's anchors, ready to be read by the frozen decoder."""
@@ -182,8 +197,8 @@ class AnchorKV:
             "start": str(self.start),
             "fingerprint": self.fingerprint,
             "content_hash": self.content_hash,
-            "checksum": _digest([tensors["keys"], tensors["values"], tensors["positions"]]),
         }
+        metadata["checksum"] = _file_checksum(tensors, metadata)
         return st_save(tensors, metadata=metadata)
 
     @classmethod
@@ -215,7 +230,7 @@ class AnchorKV:
             fingerprint, content_hash, checksum = metadata["fingerprint"], metadata["content_hash"], metadata["checksum"]
         except (KeyError, ValueError) as exc:
             raise CorruptKVError(f"AnchorKV metadata is incomplete: {exc}") from exc
-        if _digest([tensors["keys"], tensors["values"], tensors["positions"]]) != checksum:
+        if _file_checksum(tensors, metadata) != checksum:
             raise CorruptKVError("AnchorKV checksum mismatch: the file was altered or damaged")
         if expected_fingerprint is not None and fingerprint != expected_fingerprint:
             raise KVMismatchError(

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -238,8 +239,9 @@ class SACModel:
         self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _set_adapter(self, enabled: bool) -> None:
+        # Flip the flag only: peft's enable_adapters() would also flip requires_grad, which training must keep.
         for layer in self._lora_layers:
-            layer.enable_adapters(enabled)
+            layer._disable_adapters = not enabled
 
     @contextlib.contextmanager
     def encoder_mode(self):
@@ -297,10 +299,19 @@ class SACModel:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         token_lists = [self._passage_ids(t, i) for i, t in enumerate(texts)]
+        with torch.inference_mode():
+            kvs = self.encode_ids(token_lists, batch_size=batch_size, progress=progress)
+        return [
+            replace(kv, content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(), keys=kv.keys.clone(), values=kv.values.clone())
+            for kv, text in zip(kvs, texts)
+        ]
+
+    def encode_ids(self, token_lists: Sequence[Sequence[int]], *, batch_size: int = 8, progress: bool = False) -> list[AnchorKV]:
+        """Encode already-tokenized passages (template included). Differentiable when grad is enabled (training)."""
         items = []  # (passage index, ChunkInput)
         for p, ids in enumerate(token_lists):
             for chunk in plan_chunks(self.config, len(ids)):
-                items.append((p, ChunkInput(ids[chunk.start : chunk.start + chunk.length], chunk)))
+                items.append((p, ChunkInput(list(ids[chunk.start : chunk.start + chunk.length]), chunk)))
         order = sorted(range(len(items)), key=lambda i: -items[i][1].chunk.length)  # similar lengths share a batch
         results: list = [None] * len(items)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -308,27 +319,26 @@ class SACModel:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="compressing", unit="batch")
-        with torch.inference_mode(), self.encoder_mode():
+        with self.encoder_mode():
             for batch in batches:
                 out = encode_chunks(
                     self.model, self.embeddings, self.masks, self.config, self.bos_id, self.pad_id, [items[i][1] for i in batch]
                 )
                 for i, kv in zip(batch, out):
                     results[i] = kv
+        by_passage: list[list[int]] = [[] for _ in token_lists]
+        for i, (p, _) in enumerate(items):
+            by_passage[p].append(i)
         kvs = []
-        for p, text in enumerate(texts):
-            mine = [i for i in range(len(items)) if items[i][0] == p]
-            keys = torch.cat([results[i][0] for i in mine], dim=2)
-            values = torch.cat([results[i][1] for i in mine], dim=2)
-            positions = torch.tensor([pos for i in mine for pos in items[i][1].chunk.anchor_positions], dtype=torch.long)
+        for p, mine in enumerate(by_passage):
             kvs.append(
                 AnchorKV(
-                    keys=keys.clone(),
-                    values=values.clone(),
-                    positions=positions,
+                    keys=torch.cat([results[i][0] for i in mine], dim=2),
+                    values=torch.cat([results[i][1] for i in mine], dim=2),
+                    positions=torch.tensor([pos for i in mine for pos in items[i][1].chunk.anchor_positions], dtype=torch.long),
                     num_tokens=len(token_lists[p]),
                     fingerprint=self.fingerprint,
-                    content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    content_hash="",
                     rotary=self.rotary,
                 )
             )

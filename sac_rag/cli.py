@@ -1,0 +1,142 @@
+"""The ``sac-rag`` command: ``demo``, ``train``, ``info``.
+
+Each subcommand parses its flags and calls the library; no model logic here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from importlib import resources
+
+__all__ = ["main"]
+
+
+def _demo_corpus() -> dict:
+    return json.loads(resources.files("sac_rag").joinpath("data/demo_corpus.json").read_text(encoding="utf-8"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import SACModel
+    from .config import QA_TEMPLATE
+
+    corpus = _demo_corpus()
+    print(f"Loading the base model ({args.model or 'embedded Gemma 3 270M'}) ...", flush=True)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sac = SACModel.from_pretrained(args.model, adapter=args.adapter or "auto", ratio=args.ratio, device=args.device, dtype=args.dtype)
+    print(f"  loaded in {time.perf_counter() - t:.1f} s: {sac}")
+    if sac.trained:
+        info = sac.adapter_info
+        print(f"Adapter: {sac.adapter_path} (trained: {info.get('stage', '?')} stage, {info.get('step', '?')} steps, "
+              f"{info.get('items', '?')} examples)")
+    else:
+        print("Adapter: UNTRAINED. No trained adapter ships for this model and ratio yet, so the anchors are random "
+              "projections and SAC answers below are expected to be wrong. Full-context answers are shown beside them.")
+    passages = {p["id"]: p["text"] for p in corpus["passages"]}
+    t = time.perf_counter()
+    kvs = dict(zip(passages, sac.compress_batch(list(passages.values()))))
+    dt = time.perf_counter() - t
+    tokens = sum(kv.num_tokens for kv in kvs.values())
+    print(f"Compressed {len(kvs)} passages ({tokens} tokens -> {sum(kv.num_anchors for kv in kvs.values())} anchors, "
+          f"{sum(kv.nbytes for kv in kvs.values()) / 1e6:.1f} MB of KV) in {dt:.2f} s at ratio {sac.config.ratio}\n")
+    questions = corpus["questions"][: args.questions]
+    for q in questions:
+        kv = kvs[q["passage"]]
+        t = time.perf_counter()
+        sac_out = sac.generate(sac.qa_segments(q["question"], [kv]), max_new_tokens=24, stop=["\n"])
+        t_sac = time.perf_counter() - t
+        t = time.perf_counter()
+        full_prompt = sac.config.template + passages[q["passage"]] + QA_TEMPLATE.format(question=q["question"].strip())
+        full_out = sac.generate([full_prompt], max_new_tokens=24, stop=["\n"])
+        t_full = time.perf_counter() - t
+        print(f"Q: {q['question'].strip()}")
+        print(f"   gold: {q['answers'][0]}")
+        print(f"   SAC : {sac_out.text.strip()!r:50} {t_sac:5.2f} s, reads {kv.num_anchors} anchors ({kv.nbytes / 1e3:.0f} kB)")
+        print(f"   full: {full_out.text.strip()!r:50} {t_full:5.2f} s, reads {kv.num_tokens} tokens")
+    print(f"\nPassages: {corpus['source']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(
+        stage=args.stage, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
+        init_adapter=args.init_adapter, ratio=args.ratio, lora_rank=args.lora_rank, steps=args.steps,
+        grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, max_distractors=args.max_distractors,
+        dtype=args.dtype or "bfloat16", threads=args.threads, seed=args.seed, out_dir=args.out or "",
+        save_every_s=args.save_every, resume=not args.no_resume,
+    )
+    path = train(cfg)
+    print(f"latest adapter: {path}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import __version__
+    from .models import cache_dir, resolve_device, resolve_dtype
+    from .sac_model import shipped_adapter
+
+    dev = resolve_device(None)
+    print(f"sac-rag {__version__}; torch {torch.__version__}; device {dev}; default dtype {resolve_dtype(None, dev)}")
+    print(f"cache: {cache_dir()}")
+    for r in (5, 15):
+        print(f"shipped adapter x{r}: {shipped_adapter(r) or 'none (untrained)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sac-rag", description="Semantic-Anchor Compression for RAG")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p):
+        p.add_argument("--model", default=None, help="HF model id or path (default: the embedded Gemma 3 270M)")
+        p.add_argument("--ratio", type=int, default=5)
+        p.add_argument("--device", default=None)
+        p.add_argument("--dtype", default=None, help="bfloat16 | float32 | auto (default)")
+
+    p = sub.add_parser("demo", help="answer a few questions over bundled passages, SAC beside full context")
+    model_args(p)
+    p.add_argument("--adapter", default=None, help="adapter directory (default: the shipped one for --ratio)")
+    p.add_argument("--questions", type=int, default=6)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train an SAC adapter (resumes from the latest checkpoint)")
+    model_args(p)
+    p.add_argument("--stage", choices=["lm", "qa"], default="qa")
+    p.add_argument("--qa-data", action="append", help="path[:format[:even|odd]] (repeatable)")
+    p.add_argument("--text-data", action="append", help="LM text source, same syntax (repeatable)")
+    p.add_argument("--init-adapter", default=None)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--grad-accum", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--emb-lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--max-distractors", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default: ~/.cache/sac-rag/runs/<stage>-x<ratio>)")
+    p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Turning data into training items: which passages to compress, the prompt around them, the target.
+
+Two tasks, as in the paper: LM continuation (compress the start of a text,
+predict what follows; every target token counts) and QA (the gold passage
+among distractors, each compressed on its own, in random order; loss on the
+answer only). QA prompts come in several shapes: the reference template and
+the prompts the framework integrations really send, so that what they send
+is in distribution. A prompt is a list whose ints are passage indices (to be
+replaced by their AnchorKV) and whose strings are text. No model here, only
+text and random choices.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..config import QA_TEMPLATE
+from .data import QAExample
+
+__all__ = ["TrainItem", "PROMPT_SHAPES", "qa_item", "lm_item", "build_prompt"]
+
+# Defaults of the frameworks we integrate with (LlamaIndex 0.14 text-QA; a LangChain-style "stuff" prompt).
+_LLAMAINDEX_QA = (
+    "Context information is below.\n---------------------\n{context}\n---------------------\n"
+    "Given the context information and not prior knowledge, answer the query.\nQuery: {question}\nAnswer: "
+)
+_LANGCHAIN_QA = (
+    "Use the following pieces of context to answer the question at the end. If you don't know the answer, "
+    "just say that you don't know, don't try to make up an answer.\n\n{context}\n\nQuestion: {question}\nHelpful Answer:"
+)
+PROMPT_SHAPES = ("sac", "llamaindex", "langchain")
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    passages: tuple[str, ...]  # compressed independently
+    prompt: tuple  # str (text) and int (index into passages)
+    target: str
+    kind: str  # "lm" or "qa:<shape>"
+
+
+def build_prompt(shape: str, question: str, n: int) -> tuple:
+    """The prompt layout for ``n`` compressed passages in a given shape."""
+    if shape == "sac":
+        return (*range(n), QA_TEMPLATE.format(question=question))
+    template = {"llamaindex": _LLAMAINDEX_QA, "langchain": _LANGCHAIN_QA}[shape]
+    before, after = template.split("{context}")
+    parts: list = [before]
+    for i in range(n):
+        if i:
+            parts.append("\n\n")
+        parts.append(i)
+    parts.append(after.format(question=question))
+    return tuple(p for p in parts if p != "")
+
+
+def qa_item(ex: QAExample, rng: random.Random, pool: list[str], same_article: dict[str, list[str]], *,
+            max_distractors: int, shapes: tuple[str, ...]) -> TrainItem:
+    gold = ex.passages[0]
+    k = rng.randint(0, max_distractors) if max_distractors > 0 else 0
+    distractors: list[str] = []
+    siblings = [p for p in same_article.get(ex.article, []) if p != gold]
+    rng.shuffle(siblings)
+    while len(distractors) < k:
+        if siblings and rng.random() < 0.5:
+            distractors.append(siblings.pop())
+        else:
+            p = rng.choice(pool)
+            if p != gold and p not in distractors:
+                distractors.append(p)
+    passages = [gold, *distractors]
+    rng.shuffle(passages)
+    shape = rng.choice(shapes)
+    prompt = build_prompt(shape, ex.question, len(passages))
+    answer = ex.answers[0]
+    last = prompt[-1]
+    target = answer if isinstance(last, str) and last[-1:].isspace() else " " + answer
+    return TrainItem(tuple(passages), prompt, target, f"qa:{shape}")
+
+
+def lm_item(text: str, rng: random.Random, *, min_frac: float = 0.5, max_frac: float = 0.8) -> TrainItem | None:
+    """Compress a prefix of ``text`` (cut at a sentence or word end), predict the rest."""
+    if len(text) < 200:
+        return None
+    cut = int(len(text) * rng.uniform(min_frac, max_frac))
+    dot = text.rfind(". ", int(len(text) * min_frac * 0.8), cut)
+    cut = dot + 1 if dot > 0 else text.rfind(" ", 0, cut)
+    if cut <= 0:
+        return None
+    prefix, rest = text[:cut].strip(), text[cut:]
+    if not rest.strip():
+        return None
+    return TrainItem((prefix,), (0,), rest if rest.startswith(" ") else " " + rest, "lm")

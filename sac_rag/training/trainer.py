@@ -1,0 +1,255 @@
+"""The training loop: AdamW, warmup, grad clipping, accumulation, JSONL log, checkpoints, resume.
+
+One item at a time: its passages are compressed by the encoder (LoRA on,
+with gradients), the frozen decoder reads the anchor KVs, the prompt and the
+target with teacher forcing, and the loss is cross-entropy on the target
+tokens only. Gradients reach the LoRA weights and the SAC embeddings through
+the anchors' keys/values. A checkpoint (adapter + optimizer + position in
+the data stream) is written every few minutes to a directory outside git;
+``resume=True`` continues from it, or, if it is gone, starts from
+``init_adapter``. This module knows the loss and the loop, not data formats.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import SACConfig
+from ..errors import ConfigError
+from ..generation import DecoderContext, _prefill
+from ..models import cache_dir
+from ..sac_model import SACModel
+from .data import QAExample, articles, load_examples
+from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item
+
+__all__ = ["TrainConfig", "train", "item_loss", "item_stream"]
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Paths in ``qa_data`` are ``path[:format[:parity]]`` strings."""
+
+    stage: str = "qa"  # "lm" (continuation) or "qa"
+    qa_data: tuple[str, ...] = ()
+    text_data: tuple[str, ...] = ()  # QA files whose passages are used as LM text (same syntax as qa_data)
+    base_model: str | None = None
+    init_adapter: str | None = None
+    ratio: int = 5
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    chunk_tokens: int = 510
+    steps: int = 1000  # optimizer steps
+    grad_accum: int = 4
+    lr: float = 1e-4
+    emb_lr: float = 1e-3
+    warmup: int = 30
+    clip: float = 2.0
+    max_distractors: int = 4
+    prompt_shapes: tuple[str, ...] = PROMPT_SHAPES
+    max_passage_tokens: int = 400
+    max_target_tokens: int = 96
+    dtype: str = "bfloat16"
+    threads: int | None = None
+    seed: int = 0
+    out_dir: str = ""
+    save_every_s: float = 300.0
+    resume: bool = True
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("lm", "qa"):
+            raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
+        if self.stage == "qa" and not self.qa_data:
+            raise ConfigError("stage 'qa' needs qa_data")
+        if self.stage == "lm" and not (self.text_data or self.qa_data):
+            raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
+        bad = set(self.prompt_shapes) - set(PROMPT_SHAPES)
+        if bad:
+            raise ConfigError(f"unknown prompt shapes {sorted(bad)}; known: {PROMPT_SHAPES}")
+        if not self.out_dir:
+            self.out_dir = str(cache_dir() / "runs" / f"{self.stage}-x{self.ratio}")
+
+    def sac_config(self) -> SACConfig:
+        return SACConfig(ratio=self.ratio, chunk_tokens=self.chunk_tokens, lora_rank=self.lora_rank,
+                         lora_alpha=self.lora_alpha, lora_targets=tuple(self.lora_targets))
+
+
+def _load_spec(spec: str) -> list[QAExample]:
+    path, _, rest = spec.partition(":")
+    fmt, _, parity = rest.partition(":")
+    return load_examples(path, fmt or None, parity=parity or None)
+
+
+def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
+    """An endless, seeded stream of training items (the same seed gives the same stream)."""
+    rng = random.Random(cfg.seed)
+    if cfg.stage == "qa":
+        examples = [e for spec in cfg.qa_data for e in _load_spec(spec)]
+        same = articles(examples)
+        pool = [p for ps in same.values() for p in ps]
+        while True:
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for i in order:
+                yield qa_item(examples[i], rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes)
+    texts = [p for spec in (cfg.text_data or cfg.qa_data) for ps in articles(_load_spec(spec)).values() for p in ps]
+    while True:
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        for i in order:
+            item = lm_item(texts[i], rng)
+            if item is not None:
+                yield item
+
+
+def _context(sac: SACModel) -> DecoderContext:
+    ctx = sac._context()
+    ctx.lm_embedding = sac.embeddings.lm if sac.config.lm_token else None  # keep the gradient
+    return ctx
+
+
+def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+    """Teacher-forced cross-entropy on the target tokens; returns (mean loss, number of target tokens)."""
+    ids = [sac.tokenize(sac.config.template + p)[: cfg.max_passage_tokens] for p in item.passages]
+    kvs = sac.encode_ids(ids, batch_size=16)
+    segments = [kvs[x] if isinstance(x, int) else x for x in item.prompt]
+    target = sac.tokenize(item.target)[: cfg.max_target_tokens]
+    if len(target) < cfg.max_target_tokens and item.kind != "lm":
+        target = target + [sac.tokenizer.eos_token_id]
+    state = _prefill(_context(sac), [*segments, target], keep=len(target) + 1)
+    logits = state.logits[:-1]
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=logits.device))
+    return loss, len(target)
+
+
+def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path) -> None:
+    tmp = out / ".latest.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sac.save_adapter(tmp / "adapter", info={"trained": True, **state})
+    tensors = {}
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v):
+                    tensors[f"{gi}.{pi}.{k}"] = v.detach().cpu().contiguous()
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    latest = out / "latest"
+    old = out / ".latest.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if latest.exists():
+        os.replace(latest, old)
+    os.replace(tmp, latest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(path)
+    for gi, group in enumerate(opt.param_groups):
+        for pi, p in enumerate(group["params"]):
+            st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{gi}.{pi}.")}
+            if st:
+                opt.state[p] = st
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Run (or resume) a training run; returns the directory of the latest checkpoint's adapter."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    latest = out / "latest"
+    state = {"step": 0, "items": 0, "tokens": 0, "elapsed_s": 0.0}
+    adapter = None
+    if cfg.resume and (latest / "state.json").exists():
+        adapter = str(latest / "adapter")
+        state = json.loads((latest / "state.json").read_text())
+    elif cfg.init_adapter:
+        adapter = cfg.init_adapter
+    if adapter is not None:
+        sac = SACModel.from_pretrained(cfg.base_model, adapter=adapter, dtype=cfg.dtype)
+        if sac.config.ratio != cfg.ratio:
+            raise ConfigError(f"adapter {adapter} is for ratio {sac.config.ratio}, the run for {cfg.ratio}")
+    else:
+        sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+    groups = sac.trainable_parameters()
+    for ps in groups.values():
+        for p in ps:
+            p.requires_grad_(True)
+    opt = torch.optim.AdamW(
+        [{"params": groups["lora"], "lr": cfg.lr}, {"params": groups["embeddings"], "lr": cfg.emb_lr}], weight_decay=0.0
+    )
+    if adapter is not None and (latest / "optimizer.safetensors").exists() and adapter == str(latest / "adapter"):
+        _load_optimizer(opt, latest / "optimizer.safetensors")
+    base_lrs = [g["lr"] for g in opt.param_groups]
+
+    def set_lr(step: int) -> None:
+        scale = min(1.0, (step + 1) / max(1, cfg.warmup))
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * scale
+
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=list))
+    stream = item_stream(cfg)
+    for _ in range(state["items"]):  # skip what earlier sessions consumed
+        next(stream)
+    log = open(out / "log.jsonl", "a", encoding="utf-8")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {cfg.stage} x{cfg.ratio}", unit="step")
+    sac.model.train()
+    last_save = time.time()
+    t0, elapsed0 = time.time(), state["elapsed_s"]
+    while state["step"] < cfg.steps:
+        set_lr(state["step"])
+        t_step = time.time()
+        losses, toks = [], 0
+        for _ in range(cfg.grad_accum):
+            item = next(stream)
+            loss, n = item_loss(sac, item, cfg)
+            (loss / cfg.grad_accum).backward()
+            losses.append(loss.item())
+            toks += n
+            state["items"] += 1
+        params = [p for g in opt.param_groups for p in g["params"]]
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += toks
+        state["elapsed_s"] = elapsed0 + time.time() - t0
+        loss_v = sum(losses) / len(losses)
+        rec = {"step": state["step"], "items": state["items"], "loss": round(loss_v, 4), "grad_norm": round(gnorm, 3),
+               "lr": opt.param_groups[0]["lr"], "items_per_s": round(cfg.grad_accum / (time.time() - t_step), 3),
+               "elapsed_s": round(state["elapsed_s"], 1), "stage": cfg.stage}
+        if math.isfinite(loss_v):
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.3f}", ips=rec["items_per_s"])
+        if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps:
+            sac._refresh_fingerprint()
+            _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio}, out)
+            last_save = time.time()
+    if bar is not None:
+        bar.close()
+    log.close()
+    sac.model.eval()
+    if not (latest / "state.json").exists() or json.loads((latest / "state.json").read_text())["step"] != state["step"]:
+        _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio}, out)
+    return latest / "adapter"
