@@ -77,6 +77,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import SACModel
+    from .evaluation.qa import EvalConfig, evaluate
+
+    cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
+                     passages=args.passages, limit=args.limit, shots=args.shots, seed=args.seed)
+    adapter = args.adapter or ("auto" if args.method == "sac" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sac = SACModel.from_pretrained(args.model, adapter=adapter, ratio=args.ratio, device=args.device, dtype=args.dtype)
+    result = evaluate(sac, cfg, out=args.json)
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -127,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="QA evaluation of one method (sac, full, truncate, closed-book)")
+    model_args(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--format", choices=["squad", "nq", "mrqa", "jsonl"], default=None)
+    p.add_argument("--parity", choices=["even", "odd"], default=None, help="keep items by index parity (NQ split)")
+    p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book"], default="sac")
+    p.add_argument("--adapter", default=None)
+    p.add_argument("--passages", type=int, default=1, help="1: gold only; k: gold among k-1 distractors")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write per-item records and the summary here")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
     p.set_defaults(func=cmd_info)

@@ -1,0 +1,149 @@
+"""The QA evaluation harness behind ``sac-rag eval``: one method, one data file, per-item records + a summary.
+
+Methods share the base model and the prompt template (DESIGN.md section 1):
+
+* ``sac``         passages compressed (each on its own), then the question template;
+* ``full``        the passages' text in the same template;
+* ``truncate``    each passage cut to 1/ratio of its tokens;
+* ``closed-book`` no passage at all.
+
+``shots`` puts solved examples (from the training split, bundled) before the
+prompt, as text for text methods and compressed for ``sac``. Settings: the
+gold passage alone (``passages=1``) or gold among distractors (``passages=k``,
+other paragraphs of the file, seeded). Every record says how many context
+tokens the method really read, so methods are compared at the ratio they
+reached, not the one asked for. This module knows prompts and scoring; the
+model work is SACModel's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from statistics import mean
+
+from ..config import QA_TEMPLATE
+from ..errors import InvalidInputError
+from ..training.data import QAExample, load_examples
+from .metrics import score
+
+__all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
+
+METHODS = ("sac", "full", "truncate", "closed-book")
+
+
+@dataclass
+class EvalConfig:
+    data: str
+    fmt: str | None = None
+    parity: str | None = None
+    method: str = "sac"
+    ratio: int = 5
+    passages: int = 1
+    limit: int | None = 200
+    shots: int = 0
+    seed: int = 0
+    max_new_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidInputError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.passages < 1:
+            raise InvalidInputError("passages must be >= 1")
+
+
+def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
+    """Shuffle with ``seed``, keep ``limit``, and give each question its passages (gold first drawn, then shuffled)."""
+    examples = load_examples(cfg.data, cfg.fmt, parity=cfg.parity)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(examples)
+    examples = examples[: cfg.limit] if cfg.limit else examples
+    pool = sorted({p for e in load_examples(cfg.data, cfg.fmt, parity=cfg.parity) for p in e.passages})
+    out = []
+    for e in examples:
+        passages = [e.passages[0]]
+        while len(passages) < min(cfg.passages, len(pool)):
+            p = rng.choice(pool)
+            if p not in passages:
+                passages.append(p)
+        rng.shuffle(passages)
+        out.append((e, passages))
+    return out
+
+
+def _shots(n: int) -> list[dict]:
+    data = json.loads(resources.files("sac_rag").joinpath("data/shots.json").read_text(encoding="utf-8"))
+    if n > len(data["shots"]):
+        raise InvalidInputError(f"at most {len(data['shots'])} shots are bundled")
+    return data["shots"][:n]
+
+
+def _segments(sac, method: str, question: str, passages: list[str], shots: list[dict], ratio: int):
+    """Prompt segments for one question, and how many context tokens the method reads."""
+    template = sac.config.template
+    segs: list = []
+    read = 0
+    for shot in shots:  # solved examples, in the same layout as the question
+        if method == "sac":
+            segs += [*sac.compress_batch([shot["context"]]), QA_TEMPLATE.format(question=shot["question"]) + shot["answer"] + "\n\n"]
+        elif method == "closed-book":
+            segs.append(QA_TEMPLATE.format(question=shot["question"]).lstrip("\n") + shot["answer"] + "\n\n")
+        else:
+            segs.append(template + shot["context"] + QA_TEMPLATE.format(question=shot["question"]) + shot["answer"] + "\n\n")
+    q = QA_TEMPLATE.format(question=question.strip())
+    if method == "sac":
+        kvs = sac.compress_batch(passages)
+        read = sum(kv.num_anchors for kv in kvs)
+        return [*segs, *kvs, q], read
+    if method == "closed-book":
+        return [*segs, q.lstrip("\n")], 0
+    texts = []
+    for p in passages:
+        ids = sac.tokenize(template + p)
+        if method == "truncate":
+            ids = ids[: max(1, len(ids) // ratio)]
+        read += len(ids)
+        texts.append(sac.tokenizer.decode(ids))
+    return [*segs, "".join(t if t.endswith("\n") else t + "\n" for t in texts).rstrip("\n") + q], read
+
+
+def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: bool = True) -> dict:
+    """Run one method over the data; writes ``out`` (JSON: config, summary, per-item records) if given."""
+    items = select_examples(cfg)
+    shots = _shots(cfg.shots)
+    records = []
+    iterator = items
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(items, desc=f"eval {cfg.method}", unit="q")
+    for e, passages in iterator:
+        t = time.perf_counter()
+        segs, read = _segments(sac, cfg.method, e.question, passages, shots, cfg.ratio)
+        result = sac.generate(segs, max_new_tokens=cfg.max_new_tokens, stop=["\n"])
+        pred = result.text.strip()
+        context_tokens = sum(len(sac.tokenize(sac.config.template + p)) for p in passages)
+        records.append({
+            "id": e.id, "question": e.question, "answers": list(e.answers), "prediction": pred,
+            "context_tokens": context_tokens, "read_tokens": read, "seconds": round(time.perf_counter() - t, 3),
+            **score(pred, e.answers),
+        })
+    ctx = sum(r["context_tokens"] for r in records)
+    read = sum(r["read_tokens"] for r in records)
+    summary = {
+        "n": len(records),
+        **{k: round(100 * mean(r[k] for r in records), 2) for k in ("em", "f1", "rouge1", "raw_em")},
+        "reached_ratio": round(ctx / read, 2) if read else None,
+        "seconds_per_q": round(mean(r["seconds"] for r in records), 3),
+        "adapter": str(sac.adapter_path) if sac.adapter_path else "untrained",
+        "adapter_info": sac.adapter_info,
+    }
+    result = {"config": asdict(cfg), "model": sac.source, "summary": summary, "records": records}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return result
