@@ -1,0 +1,42 @@
+"""SACDocumentCompressor: LangChain's document-compressor face of an SACCompressor."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import ConfigDict, Field
+from sac_rag.compressor import SACCompressor
+
+__all__ = ["SACDocumentCompressor", "original_text", "METADATA_KEY"]
+
+METADATA_KEY = "sac"
+
+
+def original_text(document: Document) -> str:
+    """The text a compressed document stood for (the document's own text if it was not compressed)."""
+    return document.metadata.get(METADATA_KEY, {}).get("text", document.page_content)
+
+
+class SACDocumentCompressor(BaseDocumentCompressor):
+    """Compress each retrieved document into anchor KV; its text becomes a marker the SAC LLMs resolve.
+
+    Ids and metadata (scores included) are kept; ``metadata["sac"]`` adds the statistics and the original text.
+    """
+
+    compressor: SACCompressor = Field(default_factory=SACCompressor, description="Shared with ChatSAC / SACLLM.")
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
+    ) -> Sequence[Document]:
+        if not documents:
+            return []
+        results = self.compressor.compress([d.page_content for d in documents])
+        out = []
+        for doc, res in zip(documents, results):
+            meta: dict[str, Any] = dict(doc.metadata)
+            meta[METADATA_KEY] = {**res.to_dict(), "text": doc.page_content}
+            out.append(Document(page_content=res.marker, metadata=meta, id=doc.id))
+        return out

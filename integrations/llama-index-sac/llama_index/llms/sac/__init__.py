@@ -1,0 +1,3 @@
+from llama_index.llms.sac.base import SAC
+
+__all__ = ["SAC"]

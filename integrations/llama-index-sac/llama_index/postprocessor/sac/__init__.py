@@ -1,0 +1,3 @@
+from llama_index.postprocessor.sac.base import SACPostprocessor, original_text
+
+__all__ = ["SACPostprocessor", "original_text"]

@@ -1,0 +1,52 @@
+"""SACPostprocessor: LlamaIndex's node-postprocessor face of an SACCompressor."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from sac_rag.compressor import SACCompressor
+
+METADATA_KEY = "sac"
+
+
+class SACPostprocessor(BaseNodePostprocessor):
+    """Compress each retrieved node into anchor KV; its text becomes a marker the ``SAC`` LLM resolves."""
+
+    _compressor: SACCompressor = PrivateAttr()
+
+    def __init__(self, compressor: Optional[SACCompressor] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._compressor = compressor if compressor is not None else SACCompressor()
+
+    @property
+    def compressor(self) -> SACCompressor:
+        return self._compressor
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SACPostprocessor"
+
+    def _postprocess_nodes(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+        if not nodes:
+            return []
+        texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        results = self._compressor.compress(texts)
+        out = []
+        for n, text, res in zip(nodes, texts, results):
+            node = n.node.model_copy(deep=True)
+            node.set_content(res.marker)
+            node.metadata[METADATA_KEY] = {**res.to_dict(), "text": text}
+            for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
+                if METADATA_KEY not in excluded:
+                    excluded.append(METADATA_KEY)
+            out.append(NodeWithScore(node=node, score=n.score))
+        return out
+
+
+def original_text(node) -> str:
+    """The text a compressed node stood for (its own text if it was not compressed)."""
+    inner = getattr(node, "node", node)
+    return inner.metadata.get(METADATA_KEY, {}).get("text", inner.get_content(metadata_mode=MetadataMode.NONE))
