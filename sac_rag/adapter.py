@@ -82,6 +82,7 @@ def write_adapter(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; an adapter directory is ordinary data
     try:
         if peft_model is not None:
             peft_model.save_pretrained(tmp, safe_serialization=True)

@@ -1,0 +1,58 @@
+"""Helpers shared by the tests (plain functions and constants; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from sac_rag.anchors import Chunk, anchor_offsets
+from sac_rag.encoder import ChunkInput, encode_chunks
+from tiny import tiny_gemma3, tiny_llama
+
+# The two tiny architectures: Llama 3 (llama3 rope scaling) and Gemma 3 (two rope bases, sliding window).
+TINY = {"llama": tiny_llama, "gemma3": tiny_gemma3}
+
+# The config under which SAC is plain causal decoding: every token is an anchor, no learned
+# vectors, no header, no LoRA. ``sac.generate([sac.compress(ctx), q])`` must then equal the
+# base model's own greedy decoding of [BOS] + ctx + q.
+EXACT = dict(ratio=1, bidirectional=False, anchor_embedding="none", lm_token=False, template="", lora_rank=0)
+
+_WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
+
+
+def text_of_length(n: int, salt: int = 0) -> str:
+    """Deterministic printable ASCII text of exactly ``n`` characters (= ``n`` byte-tokenizer tokens)."""
+    out, i = [], 0
+    while sum(len(w) + 1 for w in out) < n + 1:
+        out.append(_WORDS[(i * 5 + salt * 3 + salt // 7) % len(_WORDS)])
+        i += 1
+    text = " ".join(out)[:n]
+    return text[:-1] + "." if text.endswith(" ") else text
+
+
+def reference_anchor_positions(num_tokens: int, ratio: int, chunk: int = 510) -> list[int]:
+    """The reference code's anchor positions (1-based token positions; BOS is position 0).
+
+    Sub-contexts span x1..xn; anchors are x1 + (r-1)//2, +r, ... below xn + 1. A short
+    tail sub-context with no such position gets one anchor at its first token.
+    """
+    out = []
+    for x1 in range(1, num_tokens + 1, chunk):
+        xn = min(x1 + chunk - 1, num_tokens)
+        here = list(range(x1 + (ratio - 1) // 2, xn + 1, ratio))
+        out.extend(here or [x1])
+    return out
+
+
+def fresh_encode(sac, ids: list[int], start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode ``ids`` as ONE sub-context whose BOS sits at position ``start`` (tokens at start+1, ...)."""
+    chunk = Chunk(start=start, length=len(ids), anchors=anchor_offsets(sac.config, len(ids)))
+    with torch.inference_mode(), sac.encoder_mode():
+        [(keys, values)] = encode_chunks(
+            sac.model, sac.embeddings, sac.masks, sac.config, sac.bos_id, sac.pad_id, [ChunkInput(list(ids), chunk)]
+        )
+    return keys.clone(), values.clone()
+
+
+def passage_ids(sac, text: str) -> list[int]:
+    """The token ids SACModel compresses for ``text`` (template included)."""
+    return sac.tokenize(sac.config.template + text)
