@@ -1,11 +1,13 @@
 """sac-rag: Semantic-Anchor Compression for retrieval-augmented generation.
 
 Data flow: text -> anchors (:mod:`anchors`) -> anchor KV (:mod:`encoder`, :mod:`kv`)
--> generation from KV and text (:mod:`generation`). :class:`SACModel` ties them together.
+-> store (:mod:`store`) -> generation from KV and text (:mod:`generation`) -> integrations, which share one
+:class:`SACCompressor` (:mod:`compressor`, :mod:`markers`). :class:`SACModel` ties the model side together.
 """
 
 __version__ = "0.1.0"
 
+from .compressor import CompressedPassage, SACCompressor, UnknownMarkerError
 from .config import SACConfig
 from .errors import (
     AdapterMismatchError,
@@ -21,11 +23,17 @@ from .errors import (
 from .generation import GenerationOutput, StreamPiece, Usage
 from .kv import AnchorKV
 from .sac_model import SACModel
+from .store import KVStore, StoreStats
 
 __all__ = [
     "__version__",
     "SACModel",
     "SACConfig",
+    "SACCompressor",
+    "CompressedPassage",
+    "KVStore",
+    "StoreStats",
+    "UnknownMarkerError",
     "AnchorKV",
     "GenerationOutput",
     "StreamPiece",
