@@ -7,7 +7,7 @@ Data flow: text -> anchors (:mod:`anchors`) -> anchor KV (:mod:`encoder`, :mod:`
 
 __version__ = "0.1.0"
 
-from .compressor import CompressedPassage, SACCompressor, UnknownMarkerError
+from .compressor import CompressedPassage, SACCompressor
 from .config import SACConfig
 from .errors import (
     AdapterMismatchError,
@@ -19,6 +19,7 @@ from .errors import (
     ModelLoadError,
     ModelMismatchError,
     SACError,
+    UnknownMarkerError,
 )
 from .generation import GenerationOutput, StreamPiece, Usage
 from .kv import AnchorKV

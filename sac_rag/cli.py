@@ -19,9 +19,31 @@ def _demo_corpus() -> dict:
     return json.loads(resources.files("sac_rag").joinpath("data/demo_corpus.json").read_text(encoding="utf-8"))
 
 
+def _full_kv_bytes(sac, tokens: int) -> int:
+    """Bytes a plain KV cache of ``tokens`` tokens takes in this model (what full context would keep)."""
+    cfg = sac.base_model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * tokens * sac.dtype.itemsize
+
+
+def _timed_stream(pieces) -> tuple[str, float, float]:
+    """(text, seconds to the first piece, total seconds) of a stream."""
+    t0 = time.perf_counter()
+    first, text = None, []
+    for piece in pieces:
+        if first is None:
+            first = time.perf_counter() - t0
+        text.append(piece.text)
+    return "".join(text).strip(), first or 0.0, time.perf_counter() - t0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import SACModel
+    from statistics import median
+
+    from . import KVStore, SACCompressor, SACModel
     from .config import QA_TEMPLATE
+    from .models import cache_dir
+    from .retrieval import FaissIndex
 
     corpus = _demo_corpus()
     print(f"Loading the base model ({args.model or 'embedded Gemma 3 270M'}) ...", flush=True)
@@ -29,36 +51,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sac = SACModel.from_pretrained(args.model, adapter=args.adapter or "auto", ratio=args.ratio, device=args.device, dtype=args.dtype)
-    print(f"  loaded in {time.perf_counter() - t:.1f} s: {sac}")
+    print(f"  {sac} in {time.perf_counter() - t:.1f} s")
     if sac.trained:
         info = sac.adapter_info
         print(f"Adapter: {sac.adapter_path} (trained: {info.get('stage', '?')} stage, {info.get('step', '?')} steps, "
               f"{info.get('items', '?')} examples)")
     else:
-        print("Adapter: UNTRAINED. No trained adapter ships for this model and ratio yet, so the anchors are random "
-              "projections and SAC answers below are expected to be wrong. Full-context answers are shown beside them.")
-    passages = {p["id"]: p["text"] for p in corpus["passages"]}
+        print("Adapter: UNTRAINED. No trained adapter ships for this model and ratio yet: the anchors are not trained "
+              "to carry their passages, so SAC answers below are expected to be wrong. Full context is shown beside them.")
+    passages = [p["text"] for p in corpus["passages"]]
     t = time.perf_counter()
-    kvs = dict(zip(passages, sac.compress_batch(list(passages.values()))))
-    dt = time.perf_counter() - t
-    tokens = sum(kv.num_tokens for kv in kvs.values())
-    print(f"Compressed {len(kvs)} passages ({tokens} tokens -> {sum(kv.num_anchors for kv in kvs.values())} anchors, "
-          f"{sum(kv.nbytes for kv in kvs.values()) / 1e6:.1f} MB of KV) in {dt:.2f} s at ratio {sac.config.ratio}\n")
-    questions = corpus["questions"][: args.questions]
-    for q in questions:
-        kv = kvs[q["passage"]]
-        t = time.perf_counter()
-        sac_out = sac.generate(sac.qa_segments(q["question"], [kv]), max_new_tokens=24, stop=["\n"])
-        t_sac = time.perf_counter() - t
-        t = time.perf_counter()
-        full_prompt = sac.config.template + passages[q["passage"]] + QA_TEMPLATE.format(question=q["question"].strip())
-        full_out = sac.generate([full_prompt], max_new_tokens=24, stop=["\n"])
-        t_full = time.perf_counter() - t
-        print(f"Q: {q['question'].strip()}")
-        print(f"   gold: {q['answers'][0]}")
-        print(f"   SAC : {sac_out.text.strip()!r:50} {t_sac:5.2f} s, reads {kv.num_anchors} anchors ({kv.nbytes / 1e3:.0f} kB)")
-        print(f"   full: {full_out.text.strip()!r:50} {t_full:5.2f} s, reads {kv.num_tokens} tokens")
-    print(f"\nPassages: {corpus['source']}")
+    index = FaissIndex(passages)
+    print(f"Indexed {len(passages)} passages with all-MiniLM-L6-v2 + FAISS in {time.perf_counter() - t:.1f} s")
+    store_dir = None if args.no_disk else cache_dir() / "demo-store"
+    compressor = SACCompressor(sac, KVStore(directory=store_dir))
+    t = time.perf_counter()
+    stats = compressor.precompress(passages, progress=True)
+    new = sum(not s.cached for s in stats)
+    print(f"Precompressed: {new} compressed now, {len(stats) - new} already in the store ({store_dir or 'memory'}), "
+          f"{time.perf_counter() - t:.1f} s; {sum(s.num_tokens for s in stats)} tokens -> "
+          f"{sum(s.num_anchors for s in stats)} anchors at ratio {sac.config.ratio}\n")
+    ttft_sac, ttft_full = [], []
+    for q in corpus["questions"][: args.questions]:
+        hits = index.search(q["question"], args.k)
+        marked = compressor.compress([h.text for h in hits])  # all found in the store: nothing is recompressed
+        prompt = "".join(m.marker for m in marked) + QA_TEMPLATE.format(question=q["question"])
+        sac_text, sac_ttft, _ = _timed_stream(compressor.stream(prompt, max_new_tokens=24, stop=["\n"]))
+        full_prompt = "".join(sac.config.template + h.text + "\n" for h in hits).rstrip("\n") + QA_TEMPLATE.format(question=q["question"])
+        full_text, full_ttft, _ = _timed_stream(sac.stream([full_prompt], max_new_tokens=24, stop=["\n"]))
+        ttft_sac.append(sac_ttft)
+        ttft_full.append(full_ttft)
+        tokens = sum(m.num_tokens for m in marked)
+        print(f"Q: {q['question']}   (gold: {q['answers'][0]})")
+        print(f"   SAC : {sac_text!r:48} first token {sac_ttft:5.2f} s, KV {sum(m.nbytes for m in marked) / 1e6:5.2f} MB "
+              f"({sum(m.num_anchors for m in marked)} anchors)")
+        print(f"   full: {full_text!r:48} first token {full_ttft:5.2f} s, KV {_full_kv_bytes(sac, tokens) / 1e6:5.2f} MB "
+              f"({tokens} tokens)")
+    st = compressor.store.stats()
+    print(f"\nMedian time to first token: SAC {median(ttft_sac):.2f} s, full context {median(ttft_full):.2f} s "
+          f"({median(ttft_full) / max(1e-9, median(ttft_sac)):.1f}x); store hit rate {st.hit_rate:.0%} "
+          f"({st.hits} hits, {st.misses} misses)")
+    print(f"Passages: {corpus['source']}")
     return 0
 
 
@@ -117,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None)
         p.add_argument("--dtype", default=None, help="bfloat16 | float32 | auto (default)")
 
-    p = sub.add_parser("demo", help="answer a few questions over bundled passages, SAC beside full context")
+    p = sub.add_parser("demo", help="retrieve, precompress and answer questions over a bundled corpus, SAC beside full context")
     model_args(p)
     p.add_argument("--adapter", default=None, help="adapter directory (default: the shipped one for --ratio)")
     p.add_argument("--questions", type=int, default=6)
+    p.add_argument("--k", type=int, default=3, help="passages retrieved per question")
+    p.add_argument("--no-disk", action="store_true", help="keep the KV store in memory only")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train an SAC adapter (resumes from the latest checkpoint)")

@@ -21,17 +21,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator, Sequence
 
-from .errors import InvalidInputError, SACError
+from .errors import InvalidInputError, UnknownMarkerError
 from .generation import GenerationOutput, StreamPiece
 from .kv import AnchorKV
 from .markers import MarkerCodec, neutralize, split_markers
 from .store import KVStore, make_key
 
 __all__ = ["SACCompressor", "CompressedPassage", "UnknownMarkerError"]
-
-
-class UnknownMarkerError(SACError):
-    """A prompt holds a marker this compressor did not issue (forged, stale, or from another process)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ __all__ = [
     "AdapterMismatchError",
     "KVMismatchError",
     "ModelLoadError",
+    "UnknownMarkerError",
 ]
 
 
@@ -55,3 +56,7 @@ class KVMismatchError(ModelMismatchError):
 
 class ModelLoadError(SACError):
     """A base model or adapter could not be found or loaded."""
+
+
+class UnknownMarkerError(SACError):
+    """A prompt holds a marker this compressor did not issue (forged, stale, or from another process)."""

@@ -148,16 +148,28 @@ def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list
     allowed = torch.arange(past + q, device=device)[None, :] <= (past + torch.arange(q, device=device))[:, None]
     mask = ctx.masks.build(allowed[None], q_pos[None], k_pos[None], pinned[None], dtype=embeds.dtype)
     with ctx.decoder_mode():
-        out = ctx.model(
-            inputs_embeds=embeds,
-            position_ids=q_pos[None],
-            attention_mask=mask,
-            cache=state.cache,
-            use_cache=True,
-            logits_to_keep=keep,
-        )
-    state.logits = out.logits[0, -1].float() if keep == 1 else out.logits[0, -keep:].float()
+        hidden = _decoder_stack(ctx.model)(
+            inputs_embeds=embeds, position_ids=q_pos[None], attention_mask=mask, cache=state.cache, use_cache=True
+        ).last_hidden_state
+        logits = _lm_head(ctx.model, hidden[0, -keep:])
+    state.logits = logits[-1] if keep == 1 else logits
     state.pos, state.pinned = k_pos, pinned
+
+
+def _decoder_stack(model):
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+
+
+def _lm_head(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits for ``hidden`` [n, H]. The rows are copied into a fresh [n, H] tensor first: a slice of
+    the [1, Q, H] output keeps Q's strides, and CPU bf16 matmuls with those strides take a path ~50x slower."""
+    head = model.get_output_embeddings()
+    logits = head(hidden.reshape(-1, hidden.shape[-1]).clone(memory_format=torch.contiguous_format)).float()
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def _append_kv(ctx: DecoderContext, state: _State, kv: AnchorKV, dtype: torch.dtype) -> None:

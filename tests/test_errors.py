@@ -25,7 +25,7 @@ from sac_rag import (
 
 def test_every_exported_error_is_a_sac_error():
     errors = [obj for name, obj in vars(sac_rag).items() if inspect.isclass(obj) and issubclass(obj, Exception)]
-    assert len(errors) == 9
+    assert len(errors) == 10
     for err in errors:
         assert issubclass(err, SACError)
     assert issubclass(InputTooLargeError, InvalidInputError)
