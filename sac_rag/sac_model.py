@@ -84,8 +84,9 @@ class SACModel:
 
             lora_cfg = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=list(config.lora_targets),
                                   lora_dropout=0.0, bias="none")
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
                 torch.manual_seed(0)  # deterministic LoRA init; the global RNG state is restored on exit
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 try:
                     model = get_peft_model(model, lora_cfg)
                 except ValueError as exc:
