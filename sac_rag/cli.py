@@ -125,6 +125,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .evaluation.bench import BenchConfig, run_bench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_bench(BenchConfig(model=args.model, dtype=args.dtype, out_dir=args.out, quick=args.quick,
+                              **({"repeats": args.repeats} if args.repeats else {})))
+    print(f"report written to {args.out}/")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -191,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write per-item records and the summary here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time to first token, throughput, decode speed and memory: SAC vs full context")
+    p.add_argument("--model", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--quick", action="store_true", help="a subset that runs in a few minutes")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--out", default="docs")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
     p.set_defaults(func=cmd_info)
