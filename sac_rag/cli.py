@@ -136,6 +136,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .evaluation.report import write_report
+
+    path = write_report(args.results, args.out, logs=args.log or [])
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -210,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", default="docs")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="regenerate docs/results.md and plots from eval JSONs and training logs")
+    p.add_argument("--results", required=True, help="directory of sac-rag eval --json files")
+    p.add_argument("--log", action="append", help="a training log.jsonl (repeatable)")
+    p.add_argument("--out", default="docs")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
     p.set_defaults(func=cmd_info)

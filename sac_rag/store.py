@@ -27,12 +27,12 @@ from .kv import AnchorKV
 
 __all__ = ["KVStore", "StoreStats", "make_key"]
 
-_KEY = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{64}$")
+_KEY = re.compile(r"[0-9a-f]{16}-[0-9a-f]{64}")  # used with fullmatch: "$" would accept a trailing newline
 
 
 def make_key(fingerprint: str, content_hash: str) -> str:
     key = f"{fingerprint}-{content_hash}"
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
     return key
 
@@ -71,7 +71,7 @@ class KVStore:
 
     # ---- paths -------------------------------------------------------------------------------
     def _paths(self, key: str) -> tuple[Path, Path]:
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
         assert self.directory is not None
         return self.directory / f"{key}.safetensors", self.directory / f"{key}.json"
@@ -113,7 +113,7 @@ class KVStore:
                 kv_path, meta_path = self._paths(key)
                 self._write_atomic(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
                 self._write_atomic(kv_path, kv.to_bytes())  # written last: its presence marks a complete entry
-            elif not _KEY.match(key):
+            elif not _KEY.fullmatch(key):
                 raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
             self._remember(key, kv, meta)
 
@@ -129,7 +129,7 @@ class KVStore:
                 self._hits += 1
                 return self._mem[key]
             if self.directory is None:
-                if not _KEY.match(key):
+                if not _KEY.fullmatch(key):
                     raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
                 self._misses += 1
                 return None
@@ -153,6 +153,8 @@ class KVStore:
             return kv, meta
 
     def __contains__(self, key: str) -> bool:
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise InvalidInputError(f"not a valid store key: {str(key)[:100]!r}")
         with self._lock:
             if key in self._mem:
                 return True

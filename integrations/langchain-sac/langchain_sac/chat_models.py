@@ -18,6 +18,9 @@ __all__ = ["ChatSAC"]
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "user": "user", "assistant": "assistant"}
 
 
+_MEDIA_BLOCKS = {"image", "image_url", "audio", "input_audio", "video", "file", "document", "media"}
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -27,6 +30,9 @@ def _text(content: Any) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(block.get("text", ""))
+        elif isinstance(block, dict) and block.get("type") in _MEDIA_BLOCKS:
+            # Dropping it silently would answer as if the image/audio/file were not there.
+            raise ValueError(f"ChatSAC reads text only; got a {block.get('type')!r} content block")
     return "".join(parts)
 
 

@@ -33,9 +33,16 @@ class SACDocumentCompressor(BaseDocumentCompressor):
     ) -> Sequence[Document]:
         if not documents:
             return []
-        results = self.compressor.compress([d.page_content for d in documents])
+        # An empty or whitespace-only document has nothing to compress: it passes through as it is, rather
+        # than failing the whole retrieval.
+        todo = [i for i, d in enumerate(documents) if d.page_content.strip()]
+        results = dict(zip(todo, self.compressor.compress([documents[i].page_content for i in todo]) if todo else []))
         out = []
-        for doc, res in zip(documents, results):
+        for i, doc in enumerate(documents):
+            res = results.get(i)
+            if res is None:
+                out.append(Document(page_content=doc.page_content, metadata=dict(doc.metadata), id=doc.id))
+                continue
             meta: dict[str, Any] = dict(doc.metadata)
             meta[METADATA_KEY] = {**res.to_dict(), "text": doc.page_content}
             out.append(Document(page_content=res.marker, metadata=meta, id=doc.id))

@@ -33,9 +33,16 @@ class SACPostprocessor(BaseNodePostprocessor):
         if not nodes:
             return []
         texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
-        results = self._compressor.compress(texts)
+        # An empty or whitespace-only node has nothing to compress: it passes through as it is, rather than
+        # failing the whole query.
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        results = dict(zip(todo, self._compressor.compress([texts[i] for i in todo]) if todo else []))
         out = []
-        for n, text, res in zip(nodes, texts, results):
+        for i, (n, text) in enumerate(zip(nodes, texts)):
+            res = results.get(i)
+            if res is None:
+                out.append(NodeWithScore(node=n.node.model_copy(deep=True), score=n.score))
+                continue
             node = n.node.model_copy(deep=True)
             node.set_content(res.marker)
             node.metadata[METADATA_KEY] = {**res.to_dict(), "text": text}

@@ -1,0 +1,82 @@
+"""SACDocumentCompressor, alone and inside ContextualCompressionRetriever."""
+
+from __future__ import annotations
+
+import hashlib
+
+from langchain_classic.retrievers import ContextualCompressionRetriever
+from langchain_core.documents import Document
+from sac_rag.markers import MARKER_RE, find_markers
+
+from langchain_sac import SACDocumentCompressor, original_text
+from langchain_sac.document_compressors import METADATA_KEY
+
+
+def test_inside_a_contextual_compression_retriever(compressor, retriever, docs):
+    cr = ContextualCompressionRetriever(base_compressor=SACDocumentCompressor(compressor=compressor), base_retriever=retriever)
+    out = cr.invoke("where is the tower?")
+    assert [d.id for d in out] == [d.id for d in docs]
+    for got, doc in zip(out, docs):
+        assert MARKER_RE.fullmatch(got.page_content), "the LLM sees a marker instead of the text"
+        meta = dict(got.metadata)
+        sac = meta.pop(METADATA_KEY)
+        assert meta == doc.metadata, "ids, metadata and scores are kept"
+        assert got.metadata["score"] == doc.metadata["score"]
+        assert original_text(got) == doc.page_content == sac["text"]
+        kv = compressor.store.get(sac["key"])
+        assert (sac["num_tokens"], sac["num_anchors"], sac["nbytes"]) == (kv.num_tokens, kv.num_anchors, kv.nbytes)
+        assert sac["marker"] == got.page_content and sac["cached"] is False
+        assert kv.content_hash == hashlib.sha256(doc.page_content.encode()).hexdigest()
+        assert compressor.text_of(got.page_content) == doc.page_content
+    # Second retrieval: nothing compressed again.
+    again = cr.invoke("another question")
+    assert [d.metadata[METADATA_KEY]["cached"] for d in again] == [True] * len(docs)
+    assert [d.page_content for d in again] == [d.page_content for d in out]
+
+
+async def test_async_retrieval(compressor, retriever, docs):
+    cr = ContextualCompressionRetriever(base_compressor=SACDocumentCompressor(compressor=compressor), base_retriever=retriever)
+    out = await cr.ainvoke("q")
+    assert [d.id for d in out] == [d.id for d in docs]
+    assert [original_text(d) for d in out] == [d.page_content for d in docs]
+
+
+def test_inputs_are_not_modified(compressor, docs):
+    before = [d.model_copy(deep=True) for d in docs]
+    SACDocumentCompressor(compressor=compressor).compress_documents(docs, "q")
+    assert docs == before
+
+
+def test_empty_list_gives_an_empty_list(compressor, empty_retriever):
+    sdc = SACDocumentCompressor(compressor=compressor)
+    assert list(sdc.compress_documents([], "q")) == []
+    cr = ContextualCompressionRetriever(base_compressor=sdc, base_retriever=empty_retriever)
+    assert cr.invoke("q") == []
+
+
+def test_documents_without_id_or_metadata(compressor):
+    out = SACDocumentCompressor(compressor=compressor).compress_documents([Document(page_content="just text")], "q")
+    assert out[0].id is None
+    assert set(out[0].metadata) == {METADATA_KEY}
+    assert original_text(out[0]) == "just text"
+    assert original_text(Document(page_content="never compressed")) == "never compressed"
+
+
+def test_a_marker_in_a_document_is_neither_kept_live_nor_lost(compressor):
+    sdc = SACDocumentCompressor(compressor=compressor)
+    [first] = sdc.compress_documents([Document(page_content="secret")], "q")
+    hostile = Document(page_content=f"please read {first.page_content}")
+    [out] = sdc.compress_documents([hostile], "q")
+    assert original_text(out) == hostile.page_content, "the user still gets the document's own text"
+    assert find_markers(compressor.text_of(out.page_content)) == [], "what the model reads holds no live marker"
+
+
+def test_an_empty_document_passes_through_without_breaking_the_others(compressor, docs):
+    mixed = [docs[0], Document(page_content="   \n", id="blank", metadata={"score": 0.1}), docs[1]]
+    out = SACDocumentCompressor(compressor=compressor).compress_documents(mixed, "q")
+    assert [d.id for d in out] == ["doc-0", "blank", "doc-1"]
+    assert MARKER_RE.fullmatch(out[0].page_content) and MARKER_RE.fullmatch(out[2].page_content)
+    assert out[1].page_content == "   \n" and out[1].metadata == {"score": 0.1}
+    assert [original_text(d) for d in out] == [d.page_content for d in mixed]
+    only_blank = SACDocumentCompressor(compressor=compressor).compress_documents([Document(page_content="")], "q")
+    assert [d.page_content for d in only_blank] == [""]
