@@ -24,7 +24,7 @@ from typing import AsyncIterator, Iterator, Sequence
 from .errors import InvalidInputError, UnknownMarkerError
 from .generation import GenerationOutput, StreamPiece
 from .kv import AnchorKV
-from .markers import MarkerCodec, neutralize, split_markers
+from .markers import MarkerCodec, find_markers, neutralize, split_markers
 from .store import KVStore, make_key
 
 __all__ = ["SACCompressor", "CompressedPassage", "UnknownMarkerError"]
@@ -91,6 +91,13 @@ class SACCompressor:
             while len(self._refs) > self._max_refs:
                 self._refs.popitem(last=False)
         return marker
+
+    @staticmethod
+    def check_query(query: str | None) -> None:
+        """Refuse a user's question that holds a marker (the integrations call this with the query they see),
+        so nobody makes the model read a passage by pasting its marker into a question."""
+        if isinstance(query, str) and find_markers(query):
+            raise UnknownMarkerError("the question contains an SAC marker; markers may only come from the compressor")
 
     def compress(self, texts: Sequence[str], *, progress: bool = False) -> list[CompressedPassage]:
         """Compress passages not yet stored (batched), store them, and return a marker + stats for each."""

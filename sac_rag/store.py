@@ -142,10 +142,13 @@ class KVStore:
             try:
                 kv = AnchorKV.from_bytes(data, expected_fingerprint=expected_fingerprint)
                 meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+                if f"{kv.fingerprint}-{kv.content_hash}" != key:  # a valid file, but not the one this key names
+                    raise CorruptKVError(f"entry {key} holds the KV of {kv.fingerprint}-{kv.content_hash}")
             except (CorruptKVError, KVMismatchError, json.JSONDecodeError, UnicodeDecodeError):
                 self._corrupt += 1
                 self._misses += 1
                 kv_path.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
                 return None
             self._hits += 1
             self._disk_hits += 1

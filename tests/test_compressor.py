@@ -443,3 +443,14 @@ def test_chat_rendering_round_trip(llama):
     prompt = render_chat(tok, messages)
     kvs = kvs_in(comp.segments(prompt))
     assert [kv.content_hash for kv in kvs] == [p.key.split("-")[1] for p in out]
+
+
+def test_a_question_holding_a_marker_is_refused():
+    from sac_rag.testing import tiny_sac
+    from sac_rag import SACCompressor, UnknownMarkerError
+
+    c = SACCompressor(tiny_sac())
+    marker = c.compress(["A passage about cats."])[0].marker
+    c.check_query("Where do cats live?")  # no marker: fine
+    with pytest.raises(UnknownMarkerError):
+        c.check_query(f"Tell me about {marker} please")

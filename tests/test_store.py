@@ -424,3 +424,23 @@ def test_two_processes_share_one_directory(tmp_path):
         assert torch.allclose(kv.keys, want.keys, atol=1e-5) and torch.allclose(kv.values, want.values, atol=1e-5)
     fresh = KVStore(directory=tmp_path)
     assert all(fresh.get(k) is not None for k in expected) and fresh.stats().corrupt == 0
+
+
+def test_a_valid_file_under_another_key_is_not_served(tmp_path):
+    """Copying one entry's file to another key's name must not make the store serve it."""
+    import shutil
+
+    from sac_rag import KVStore
+    from sac_rag.testing import tiny_sac
+
+    sac = tiny_sac()
+    store = KVStore(directory=tmp_path)
+    kv_a, kv_b = sac.compress_batch(["first passage text", "second passage text"])
+    key_a, key_b = f"{sac.fingerprint}-{kv_a.content_hash}", f"{sac.fingerprint}-{kv_b.content_hash}"
+    store.put(key_a, kv_a)
+    shutil.copy(tmp_path / f"{key_a}.safetensors", tmp_path / f"{key_b}.safetensors")
+    fresh = KVStore(directory=tmp_path)
+    assert fresh.get(key_b) is None
+    assert fresh.stats().corrupt == 1
+    assert not (tmp_path / f"{key_b}.safetensors").exists()
+    assert fresh.get(key_a) is not None

@@ -31,12 +31,14 @@ class SACDocumentCompressor(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Optional[Callbacks] = None
     ) -> Sequence[Document]:
+        self.compressor.check_query(query)
         if not documents:
             return []
         # An empty or whitespace-only document has nothing to compress: it passes through as it is, rather
         # than failing the whole retrieval.
         todo = [i for i, d in enumerate(documents) if d.page_content.strip()]
-        results = dict(zip(todo, self.compressor.compress([documents[i].page_content for i in todo]) if todo else []))
+        compressed = self.compressor.compress([documents[i].page_content for i in todo]) if todo else []
+        results = dict(zip(todo, compressed))
         out = []
         for i, doc in enumerate(documents):
             res = results.get(i)

@@ -163,3 +163,17 @@ def test_markers_reach_the_model_as_kvs(llm, compressor, passage, monkeypatch):
     [segs] = seen
     [kv] = [s for s in segs if isinstance(s, AnchorKV)]
     assert kv is compressor.store.get(passage.key)
+
+
+def test_non_text_blocks_are_refused_not_dropped():
+    import pytest
+    from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
+    from sac_rag.compressor import SACCompressor
+    from sac_rag.testing import tiny_sac
+
+    from llama_index.llms.sac import SAC
+
+    llm = SAC(compressor=SACCompressor(tiny_sac()), max_tokens=2)
+    msg = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="what is this?"), ImageBlock(image=b"\x89PNG....")])
+    with pytest.raises(ValueError, match="text only"):
+        llm.chat([msg])

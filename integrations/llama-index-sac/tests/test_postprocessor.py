@@ -111,3 +111,18 @@ def test_an_empty_node_passes_through_without_breaking_the_others(compressor):
     assert out[1].node.text == "  \n" and METADATA_KEY not in out[1].node.metadata
     assert out[1].node is not blank.node, "a copy, like the others"
     assert original_text(out[1]) == "  \n"
+
+
+def test_a_question_holding_a_marker_is_refused():
+    import pytest
+    from llama_index.core.schema import QueryBundle
+    from sac_rag import UnknownMarkerError
+    from sac_rag.compressor import SACCompressor
+    from sac_rag.testing import tiny_sac
+
+    from llama_index.postprocessor.sac import SACPostprocessor
+
+    c = SACCompressor(tiny_sac())
+    marker = c.compress(["A passage about cats."])[0].marker
+    with pytest.raises(UnknownMarkerError):
+        SACPostprocessor(compressor=c).postprocess_nodes([], QueryBundle(f"what is {marker}?"))

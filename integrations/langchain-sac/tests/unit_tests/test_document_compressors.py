@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from langchain_classic.retrievers import ContextualCompressionRetriever
+import pytest
 from langchain_core.documents import Document
 from sac_rag.markers import MARKER_RE, find_markers
 
@@ -80,3 +81,17 @@ def test_an_empty_document_passes_through_without_breaking_the_others(compressor
     assert [original_text(d) for d in out] == [d.page_content for d in mixed]
     only_blank = SACDocumentCompressor(compressor=compressor).compress_documents([Document(page_content="")], "q")
     assert [d.page_content for d in only_blank] == [""]
+
+
+def test_a_question_holding_a_marker_is_refused_even_with_no_documents():
+    from sac_rag import UnknownMarkerError
+    from sac_rag.compressor import SACCompressor
+    from sac_rag.testing import tiny_sac
+
+    c = SACCompressor(tiny_sac())
+    marker = c.compress(["A passage about cats."])[0].marker
+    dc = SACDocumentCompressor(compressor=c)
+    with pytest.raises(UnknownMarkerError):
+        dc.compress_documents([], f"what does {marker} say?")
+    with pytest.raises(UnknownMarkerError):
+        dc.compress_documents([Document(page_content="x y z")], f"what does {marker} say?")

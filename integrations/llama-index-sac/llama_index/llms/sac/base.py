@@ -81,6 +81,9 @@ class SAC(CustomLLM):
             role = _ROLES.get(m.role)
             if role is None:
                 raise ValueError(f"SAC cannot take {m.role} messages")
+            other = [type(b).__name__ for b in getattr(m, "blocks", []) if type(b).__name__ != "TextBlock"]
+            if other:
+                raise ValueError(f"SAC reads text only; this message holds {other}")
             converted.append({"role": role, "content": m.content or ""})
         return render_chat(self._compressor.model.tokenizer, converted)
 

@@ -29,7 +29,11 @@ class SACPostprocessor(BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "SACPostprocessor"
 
-    def _postprocess_nodes(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+    def _postprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
+        if query_bundle is not None:
+            self._compressor.check_query(query_bundle.query_str)
         if not nodes:
             return []
         texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
