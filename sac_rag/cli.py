@@ -115,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.qa import EvalConfig, evaluate
 
     cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
-                     passages=args.passages, limit=args.limit, shots=args.shots, seed=args.seed)
+                     passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed)
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None)
     p.add_argument("--passages", type=int, default=1, help="1: gold only; k: gold among k-1 distractors")
     p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--offset", type=int, default=0, help="skip this many shuffled questions (disjoint curve slices)")
     p.add_argument("--shots", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write per-item records and the summary here")

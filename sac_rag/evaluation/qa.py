@@ -45,6 +45,7 @@ class EvalConfig:
     ratio: int = 5
     passages: int = 1
     limit: int | None = 200
+    offset: int = 0  # skip this many shuffled questions (a disjoint slice for training curves)
     shots: int = 0
     seed: int = 0
     max_new_tokens: int = 24
@@ -61,6 +62,7 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
     examples = load_examples(cfg.data, cfg.fmt, parity=cfg.parity)
     rng = random.Random(cfg.seed)
     rng.shuffle(examples)
+    examples = examples[cfg.offset :]
     examples = examples[: cfg.limit] if cfg.limit else examples
     pool = sorted({p for e in load_examples(cfg.data, cfg.fmt, parity=cfg.parity) for p in e.passages})
     out = []

@@ -34,10 +34,15 @@ PROMPT_SHAPES = ("sac", "llamaindex", "langchain")
 
 @dataclass(frozen=True)
 class TrainItem:
+    """Passages compressed once, and one or more (prompt, target) queries decoded from them.
+
+    Several questions about the same passages share one encoder pass (the costly part on a CPU), so an item
+    gives several answers' worth of signal for the price of one compression.
+    """
+
     passages: tuple[str, ...]  # compressed independently
-    prompt: tuple  # str (text) and int (index into passages)
-    target: str
-    kind: str  # "lm" or "qa:<shape>"
+    queries: tuple[tuple[tuple, str], ...]  # (prompt: str text and int passage indices, target)
+    kind: str  # "lm" or "qa"
 
 
 def build_prompt(shape: str, question: str, n: int) -> tuple:
@@ -55,28 +60,36 @@ def build_prompt(shape: str, question: str, n: int) -> tuple:
     return tuple(p for p in parts if p != "")
 
 
-def qa_item(ex: QAExample, rng: random.Random, pool: list[str], same_article: dict[str, list[str]], *,
-            max_distractors: int, shapes: tuple[str, ...]) -> TrainItem:
+def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_article: dict[str, list[str]], *,
+            max_distractors: int, shapes: tuple[str, ...], max_questions: int = 4) -> TrainItem:
+    """Questions about one gold passage (up to ``max_questions``), the passage among 0..``max_distractors``
+    distractors (half from the same article when it has others), in random order, each question in a random
+    prompt shape."""
+    ex = group[0]
     gold = ex.passages[0]
     k = rng.randint(0, max_distractors) if max_distractors > 0 else 0
     distractors: list[str] = []
     siblings = [p for p in same_article.get(ex.article, []) if p != gold]
     rng.shuffle(siblings)
+    k = min(k, len((set(pool) | set(siblings)) - {gold}))  # a small pool would never fill k distinct distractors
     while len(distractors) < k:
         if siblings and rng.random() < 0.5:
-            distractors.append(siblings.pop())
+            p = siblings.pop()
+            if p not in distractors:  # it may already have been drawn from the pool
+                distractors.append(p)
         else:
             p = rng.choice(pool)
             if p != gold and p not in distractors:
                 distractors.append(p)
     passages = [gold, *distractors]
     rng.shuffle(passages)
-    shape = rng.choice(shapes)
-    prompt = build_prompt(shape, ex.question, len(passages))
-    answer = ex.answers[0]
-    last = prompt[-1]
-    target = answer if isinstance(last, str) and last[-1:].isspace() else " " + answer
-    return TrainItem(tuple(passages), prompt, target, f"qa:{shape}")
+    queries = []
+    for q in rng.sample(group, min(max_questions, len(group))):
+        prompt = build_prompt(rng.choice(shapes), q.question, len(passages))
+        last = prompt[-1]
+        answer = q.answers[0]
+        queries.append((prompt, answer if isinstance(last, str) and last[-1:].isspace() else " " + answer))
+    return TrainItem(tuple(passages), tuple(queries), "qa")
 
 
 def lm_item(text: str, rng: random.Random, *, min_frac: float = 0.5, max_frac: float = 0.8) -> TrainItem | None:
@@ -91,4 +104,4 @@ def lm_item(text: str, rng: random.Random, *, min_frac: float = 0.5, max_frac: f
     prefix, rest = text[:cut].strip(), text[cut:]
     if not rest.strip():
         return None
-    return TrainItem((prefix,), (0,), rest if rest.startswith(" ") else " " + rest, "lm")
+    return TrainItem((prefix,), (((0,), rest if rest.startswith(" ") else " " + rest),), "lm")

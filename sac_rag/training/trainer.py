@@ -57,6 +57,7 @@ class TrainConfig:
     warmup: int = 30
     clip: float = 2.0
     max_distractors: int = 4
+    max_questions: int = 4  # questions about the same passages decoded from one compression
     prompt_shapes: tuple[str, ...] = PROMPT_SHAPES
     max_passage_tokens: int = 400
     max_target_tokens: int = 96
@@ -99,11 +100,16 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
         examples = [e for spec in cfg.qa_data for e in _load_spec(spec)]
         same = articles(examples)
         pool = [p for ps in same.values() for p in ps]
+        groups: dict[str, list[QAExample]] = {}
+        for e in examples:  # questions about the same gold passage
+            groups.setdefault(e.passages[0], []).append(e)
+        grouped = list(groups.values())
         while True:
-            order = list(range(len(examples)))
+            order = list(range(len(grouped)))
             rng.shuffle(order)
             for i in order:
-                yield qa_item(examples[i], rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes)
+                yield qa_item(grouped[i], rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
+                              max_questions=cfg.max_questions)
     texts = [p for spec in (cfg.text_data or cfg.qa_data) for ps in articles(_load_spec(spec)).values() for p in ps]
     while True:
         order = list(range(len(texts)))
@@ -121,17 +127,22 @@ def _context(sac: SACModel) -> DecoderContext:
 
 
 def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
-    """Teacher-forced cross-entropy on the target tokens; returns (mean loss, number of target tokens)."""
+    """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
+    compressed once for all of them); returns (loss, number of target tokens)."""
     ids = [sac.tokenize(sac.config.template + p)[: cfg.max_passage_tokens] for p in item.passages]
-    kvs = sac.encode_ids(ids, batch_size=16)
-    segments = [kvs[x] if isinstance(x, int) else x for x in item.prompt]
-    target = sac.tokenize(item.target)[: cfg.max_target_tokens]
-    if len(target) < cfg.max_target_tokens and item.kind != "lm":
-        target = target + [sac.tokenizer.eos_token_id]
-    state = _prefill(_context(sac), [*segments, target], keep=len(target) + 1)
-    logits = state.logits[:-1]
-    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=logits.device))
-    return loss, len(target)
+    kvs = sac.encode_ids(ids, batch_size=1)
+    ctx = _context(sac)
+    losses, count = [], 0
+    for prompt, target_text in item.queries:
+        segments = [kvs[x] if isinstance(x, int) else x for x in prompt]
+        target = sac.tokenize(target_text)[: cfg.max_target_tokens]
+        if len(target) < cfg.max_target_tokens and item.kind != "lm":
+            target = target + [sac.tokenizer.eos_token_id]
+        state = _prefill(ctx, [*segments, target], keep=len(target) + 1)
+        logits = state.logits[:-1]
+        losses.append(torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=logits.device)))
+        count += len(target)
+    return torch.stack(losses).mean(), count
 
 
 def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path) -> None:
