@@ -63,7 +63,8 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
         loss = [rows[s]["loss"] for s in steps]
         window = 20
         smooth = [sum(loss[max(0, i - window + 1): i + 1]) / len(loss[max(0, i - window + 1): i + 1]) for i in range(len(loss))]
-        ax.plot(items, smooth, label=f"{log.parent.name} (moving mean of {window} steps)")
+        name = log.parent.name if log.name == "log.jsonl" else log.stem
+        ax.plot(items, smooth, label=f"{name} (moving mean of {window} steps)")
         drawn = True
     if not drawn:
         plt.close(fig)
