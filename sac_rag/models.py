@@ -113,6 +113,7 @@ def _convert_gguf(pkg, target: Path) -> None:
         config = model.config.to_dict()
         config.pop("quantization_config", None)
         config["dtype"] = "float32"
+        config["architectures"] = [type(model).__name__]
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         model.generation_config.to_json_file(tmp / "generation_config.json")
         tokenizer.save_pretrained(tmp)
