@@ -1,0 +1,208 @@
+"""Evaluation: metrics on hand-made strings, the QA harness on a tiny model for every method, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sac_rag.evaluation.metrics import exact_match, f1, normalize, raw_exact_match, rouge1_f, score
+from sac_rag.evaluation.qa import METHODS, EvalConfig, evaluate, select_examples
+from sac_rag.evaluation.report import write_report
+from sac_rag.testing import tiny_sac
+
+
+# ---- metrics -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("The Nile!", "nile"),
+    ("  A  cat, an   owl and THE dog. ", "cat owl and dog"),
+    ("Theatre anthem", "theatre anthem"),  # articles only as whole words
+    ("", ""),
+    ("U.S.A.", "usa"),
+])
+def test_normalize(text, expected):
+    assert normalize(text) == expected
+
+
+def test_exact_match():
+    assert exact_match("the Nile.", ["Nile"]) == 1.0
+    assert exact_match("Nile river", ["Nile"]) == 0.0
+    assert exact_match("Amazon", ["Nile", "the amazon", "Congo"]) == 1.0  # any gold answer
+    assert exact_match("", ["Nile"]) == 0.0
+
+
+def test_f1():
+    assert f1("Nile", ["Nile"]) == 1.0
+    assert f1("red", ["blue"]) == 0.0
+    # pred "nile river" vs gold "nile": precision 1/2, recall 1 -> 2/3
+    assert f1("the Nile river", ["Nile"]) == pytest.approx(2 / 3)
+    # max over golds: "long river" vs "river" = 2/3, vs "long river nile" = 0.8
+    assert f1("long river", ["river", "the long river Nile", "lake"]) == pytest.approx(0.8)
+    # tokens count with multiplicity: 2 common of 3 predicted and 3 gold
+    assert f1("cat cat dog", ["cat dog dog"]) == pytest.approx(2 / 3)
+    assert f1("", [""]) == 1.0 and f1("", ["x"]) == 0.0 and f1("the", ["x"]) == 0.0
+
+
+def test_rouge1_f_and_raw_exact_match():
+    assert rouge1_f("The Nile", "the nile") == 1.0  # lower-cased, articles kept
+    assert rouge1_f("Nile river", "Nile") == pytest.approx(2 / 3)
+    assert rouge1_f("the Nile river", "Nile") == pytest.approx(0.5)  # unlike SQuAD F1, "the" counts: P 1/3, R 1
+    assert rouge1_f("1,000 km", "1000 km") == pytest.approx(0.4)  # "1", "000", "km" against "1000", "km": P 1/3, R 1/2
+    assert rouge1_f("", "Nile") == 0.0
+    assert raw_exact_match(" Nile ", "Nile") == 1.0  # stripped
+    assert raw_exact_match("nile", "Nile") == 0.0  # not normalized
+    assert raw_exact_match("The Nile", "Nile") == 0.0
+
+
+def test_score_uses_first_gold_for_paper_metrics():
+    s = score("Congo", ["Nile", "Congo"])
+    assert s == {"em": 1.0, "f1": 1.0, "rouge1": 0.0, "raw_em": 0.0}
+    assert score("Nile", ["Nile", "Congo"]) == {"em": 1.0, "f1": 1.0, "rouge1": 1.0, "raw_em": 1.0}
+
+
+# ---- the QA harness ------------------------------------------------------------------------------
+def write_squad(path) -> None:
+    subjects = ["the river", "the mountain", "the lake", "the forest", "the desert"]
+    paragraphs = []
+    for i, s in enumerate(subjects):
+        answer = f"{i + 3} hundred kilometres"
+        paragraphs.append({
+            "context": f"Paragraph {i}: {s.capitalize()} is {answer} away from the old town, past the hills.",
+            "qas": [{"id": f"p{i}", "question": f"How far away is {s}?", "answers": [{"text": answer}]}],
+        })
+    data = {"data": [{"title": "Places", "paragraphs": paragraphs}]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def sac():
+    return tiny_sac(ratio=5, lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "dev.json"
+    write_squad(path)
+    return str(path)
+
+
+RECORD_KEYS = {"id", "question", "answers", "prediction", "context_tokens", "read_tokens", "seconds",
+               "em", "f1", "rouge1", "raw_em"}
+SUMMARY_KEYS = {"n", "em", "f1", "rouge1", "raw_em", "reached_ratio", "seconds_per_q", "adapter", "adapter_info"}
+
+
+@pytest.mark.parametrize("shots", [0, 1])
+@pytest.mark.parametrize("method", METHODS)
+def test_evaluate(sac, squad, tmp_path, method, shots):
+    cfg = EvalConfig(data=squad, method=method, ratio=5, limit=3, shots=shots, max_new_tokens=3)
+    out = tmp_path / "results" / f"{method}.json"
+    result = evaluate(sac, cfg, out=out, progress=False)
+    records, summary = result["records"], result["summary"]
+    assert len(records) == 3 and summary["n"] == 3
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["adapter"] == "untrained"
+    for r in records:
+        assert set(r) == RECORD_KEYS
+        assert r["context_tokens"] > 0
+        assert all(r[k] in (0.0, 1.0) for k in ("em", "raw_em")) and 0 <= r["f1"] <= 1 and 0 <= r["rouge1"] <= 1
+        assert "\n" not in r["prediction"]
+    for k in ("em", "f1", "rouge1", "raw_em"):
+        assert 0 <= summary[k] <= 100
+    ratio = summary["reached_ratio"]
+    if method == "full":
+        assert ratio == 1.0
+        assert all(r["read_tokens"] == r["context_tokens"] for r in records)
+    elif method == "truncate":
+        assert 5 <= ratio < 6  # each passage cut to len // 5 tokens
+    elif method == "sac":
+        assert ratio > 1
+        assert all(0 < r["read_tokens"] < r["context_tokens"] for r in records)
+    else:
+        assert ratio is None
+        assert all(r["read_tokens"] == 0 for r in records)
+    # the JSON written round-trips
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["config"]["method"] == method and result["config"]["shots"] == shots
+
+
+def test_evaluate_same_questions_for_every_method(sac, squad):
+    ids = {m: [r["id"] for r in evaluate(sac, EvalConfig(data=squad, method=m, limit=3, max_new_tokens=1),
+                                         progress=False)["records"]] for m in METHODS}
+    assert len({tuple(v) for v in ids.values()}) == 1
+
+
+def test_eval_config_validation(squad):
+    from sac_rag import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        EvalConfig(data=squad, method="oracle")
+    with pytest.raises(InvalidInputError):
+        EvalConfig(data=squad, passages=0)
+
+
+def test_too_many_shots(sac, squad):
+    from sac_rag import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="shots"):
+        evaluate(sac, EvalConfig(data=squad, shots=10_000, limit=1), progress=False)
+
+
+def test_select_examples(squad):
+    cfg = EvalConfig(data=squad, passages=3, limit=4, seed=7)
+    chosen = select_examples(cfg)
+    assert len(chosen) == 4
+    assert len({e.id for e, _ in chosen}) == 4
+    for e, passages in chosen:
+        assert len(passages) == 3 and len(set(passages)) == 3
+        assert e.passages[0] in passages
+    assert select_examples(cfg) == chosen  # deterministic for a seed
+    others = [select_examples(EvalConfig(data=squad, passages=3, limit=4, seed=s)) for s in range(8, 14)]
+    assert any(o != chosen for o in others)
+    gold_at = {passages.index(e.passages[0]) for o in [chosen, *others] for e, passages in o}
+    assert len(gold_at) > 1  # the gold passage is not always first
+
+
+def test_select_examples_gold_only_and_small_pool(squad):
+    for e, passages in select_examples(EvalConfig(data=squad, passages=1, limit=None)):
+        assert passages == [e.passages[0]]
+    for _, passages in select_examples(EvalConfig(data=squad, passages=50, limit=2)):
+        assert len(passages) == len(set(passages)) == 5  # capped at the passages there are
+
+
+# ---- the report ----------------------------------------------------------------------------------
+def test_write_report(sac, squad, tmp_path):
+    results = tmp_path / "results"
+    for method in ("sac", "full"):
+        evaluate(sac, EvalConfig(data=squad, method=method, limit=2, max_new_tokens=1), out=results / f"{method}.json",
+                 progress=False)
+    (results / "notes.json").write_text(json.dumps({"not": "an eval file"}))
+    (results / "broken.json").write_text("{")
+    run = tmp_path / "runs" / "qa-x5"
+    run.mkdir(parents=True)
+    log = [{"step": s, "items": 4 * s, "loss": 3.0 - 0.1 * s, "grad_norm": 1.0, "lr": 1e-4, "stage": "qa"}
+           for s in range(1, 6)]
+    log.append(log[2])  # a resumed run logs a step twice
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log) + "not json\n")
+    docs = tmp_path / "docs"
+    path = write_report(results, docs, logs=[run / "log.jsonl"])
+    assert path == docs / "results.md"
+    text = path.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert len(rows) == 2
+    assert sum(line.startswith("| sac 5x (untrained), 0-shot |") for line in rows) == 1
+    assert sum(line.startswith("| full, 0-shot |") for line in rows) == 1
+    assert any("sac.json" in line for line in rows) and any("full.json" in line for line in rows)
+    assert "1.00x" in text  # full context's reached ratio
+    assert "from 2 eval files" in text
+    assert "## dev.json, gold passage only, 2 questions" in text
+    for png in ("f1_vs_ratio.png", "training_loss.png"):
+        assert (docs / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{png}]({png})" in text
+
+
+def test_write_report_without_plots(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = write_report(empty, tmp_path / "docs")
+    assert "from 0 eval files" in path.read_text()
+    assert not list((tmp_path / "docs").glob("*.png"))

@@ -1,0 +1,207 @@
+"""The training loop on a tiny saved model: log, checkpoint, adapter, resume, init_adapter; a loss that goes down."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sac_rag import SACConfig, SACModel
+from sac_rag.testing import byte_tokenizer, tiny_llama
+from sac_rag.training import trainer as trainer_mod
+from sac_rag.training.tasks import TrainItem, build_prompt
+from sac_rag.training.trainer import TrainConfig, item_loss, item_stream, train
+
+# train() starts from an untrained adapter on a non-embedded model and says so.
+pytestmark = pytest.mark.filterwarnings("ignore:SACModel. no trained adapter:UserWarning")
+
+
+def write_squad(path) -> None:
+    data = {"data": [
+        {"title": f"Article {a}", "paragraphs": [
+            {"context": f"Article {a}, part {p}: the number is {a * 10 + p}.", "qas": [
+                {"id": f"{a}-{p}-{q}", "question": f"Q{q} on {a}/{p}?", "answers": [{"text": str(a * 10 + p)}]}
+                for q in range(2)]}
+            for p in range(3)]}
+        for a in range(2)]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny Llama and the byte tokenizer saved as a model directory (what TrainConfig.base_model names)."""
+    path = tmp_path_factory.mktemp("tiny") / "base"
+    tiny_llama(seed=0).save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.json"
+    write_squad(path)
+    return str(path)
+
+
+def config(base: str, data: str, out, **kw) -> TrainConfig:
+    fields = dict(stage="qa", qa_data=(data,), base_model=base, steps=2, grad_accum=1, dtype="float32", save_every_s=0,
+                  out_dir=str(out), lora_rank=4, max_passage_tokens=48, max_target_tokens=8, max_distractors=1,
+                  max_questions=2, warmup=1, lr=1e-3, emb_lr=1e-2)
+    fields.update(kw)
+    return TrainConfig(**fields)
+
+
+def load(base: str, adapter=None, cfg: TrainConfig | None = None) -> SACModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained-adapter warning
+        if adapter is None:
+            return SACModel.from_pretrained(base, adapter=None, config=cfg.sac_config(), dtype="float32")
+        return SACModel.from_pretrained(base, adapter=str(adapter), dtype="float32")
+
+
+def log_lines(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def record_items(monkeypatch) -> list[TrainItem]:
+    """Every item the loop computes a loss on, in order."""
+    seen: list[TrainItem] = []
+    original = trainer_mod.item_loss
+
+    def spy(sac, item, cfg):
+        seen.append(item)
+        return original(sac, item, cfg)
+
+    monkeypatch.setattr(trainer_mod, "item_loss", spy)
+    return seen
+
+
+def test_train_resume_and_init_adapter(base, data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    seen = record_items(monkeypatch)
+    cfg = config(base, data, out)
+    adapter = train(cfg, progress=False)
+    assert adapter == out / "latest" / "adapter"
+
+    # the log: one line per step, finite losses
+    lines = log_lines(out)
+    assert [r["step"] for r in lines] == [1, 2]
+    assert [r["items"] for r in lines] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 and math.isfinite(r["grad_norm"]) for r in lines)
+    assert all(r["stage"] == "qa" for r in lines)
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["step"] == 2 and state["items"] == 2 and state["tokens"] > 0
+    assert (out / "latest" / "optimizer.safetensors").exists()
+    assert json.loads((out / "train_config.json").read_text())["steps"] == 2
+
+    # the adapter loads on the base model and is not the untrained one
+    trained = load(base, adapter)
+    untrained = load(base, cfg=cfg)
+    assert trained.config == cfg.sac_config()
+    assert trained.trained and trained.adapter_info["step"] == 2
+    assert trained.fingerprint != untrained.fingerprint
+    assert trained.base_fingerprint == untrained.base_fingerprint
+
+    # resume: one more step, on the next item of the same stream, with the optimizer state carried over
+    train(config(base, data, out, steps=3, resume=True), progress=False)
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["step"] == 3 and state["items"] == 3
+    assert [r["items"] for r in log_lines(out)] == [1, 2, 3]
+    assert seen == list(itertools.islice(item_stream(cfg), 3))
+    opt = load_file(out / "latest" / "optimizer.safetensors")
+    steps = {k: v for k, v in opt.items() if k.endswith(".step")}
+    assert steps and all(float(v) == 3 for v in steps.values())  # 2 steps restored + 1, not a fresh optimizer
+    assert any(k.endswith(".exp_avg") for k in opt) and any(k.endswith(".exp_avg_sq") for k in opt)
+    resumed = load(base, out / "latest" / "adapter")
+    assert resumed.fingerprint != trained.fingerprint
+
+    # checkpoint gone + init_adapter: a fresh run starts from that adapter (lr 0 keeps its weights as they are)
+    init = tmp_path / "init-adapter"
+    shutil.copytree(out / "latest" / "adapter", init)
+    shutil.rmtree(out / "latest")
+    seen.clear()
+    train(config(base, data, out, steps=1, resume=True, init_adapter=str(init), lr=0.0, emb_lr=0.0), progress=False)
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["step"] == 1 and state["items"] == 1
+    assert seen == list(itertools.islice(item_stream(cfg), 1))  # the stream starts over
+    restarted = load(base, out / "latest" / "adapter")
+    assert restarted.adapter_fingerprint == resumed.adapter_fingerprint
+    assert restarted.fingerprint == resumed.fingerprint != untrained.fingerprint
+
+
+def test_resume_false_starts_over(base, data, tmp_path):
+    out = tmp_path / "run"
+    train(config(base, data, out, steps=1), progress=False)
+    train(config(base, data, out, steps=1, resume=False), progress=False)
+    assert [r["step"] for r in log_lines(out)] == [1, 1]  # appended, counted from 0 again
+    assert json.loads((out / "latest" / "state.json").read_text())["step"] == 1
+
+
+def test_lm_stage_trains(base, data, tmp_path):
+    long = " ".join(f"Sentence {i} of a long text about a topic, with several words." for i in range(20))
+    path = tmp_path / "text.jsonl"
+    path.write_text(json.dumps({"question": "q?", "answers": ["a"], "passages": [long]}) + "\n", encoding="utf-8")
+    out = tmp_path / "lm"
+    train(config(base, data, out, stage="lm", text_data=(f"{path}:jsonl",), steps=2, grad_accum=2), progress=False)
+    lines = log_lines(out)
+    assert [r["items"] for r in lines] == [2, 4]  # grad_accum items per optimizer step
+    assert all(r["stage"] == "lm" and math.isfinite(r["loss"]) for r in lines)
+    assert json.loads((out / "latest" / "state.json").read_text())["items"] == 4
+
+
+def test_ratio_mismatch_with_init_adapter(base, data, tmp_path):
+    from sac_rag import ConfigError
+
+    out = tmp_path / "run"
+    adapter = train(config(base, data, out, steps=1, ratio=5), progress=False)
+    with pytest.raises(ConfigError, match="ratio"):
+        train(config(base, data, tmp_path / "other", steps=1, ratio=4, init_adapter=str(adapter)), progress=False)
+
+
+@pytest.mark.parametrize("encoder_only", [False, True], ids=["all", "encoder-only"])
+def test_overfits_one_item(tmp_path, encoder_only):
+    """Loss on one fixed item falls under AdamW: gradients reach LoRA and the SAC embeddings through the anchor KV.
+
+    ``encoder_only`` freezes the [LM] embedding (which the decoder reads directly), so the loss can only fall
+    through the anchors' keys and values.
+    """
+    sac = SACModel.from_model(tiny_llama(seed=1), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    cfg = TrainConfig(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64,
+                      max_target_tokens=16)
+    passage = "The secret code of the vault is 7431, written on a card."
+    item = TrainItem((passage, "An unrelated passage about the weather today."),
+                     ((build_prompt("sac", "What is the code?", 2), "7431"),
+                      (build_prompt("llamaindex", "Where is the code written?", 2), "on a card")), "qa")
+    groups = sac.trainable_parameters()
+    assert groups["lora"] and groups["embeddings"]
+    params = groups["lora"] + ([sac.embeddings.anchor] if encoder_only else groups["embeddings"])
+    for p in groups["lora"] + groups["embeddings"]:
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    sac.model.train()
+    losses = []
+    for step in range(15):
+        loss, n = item_loss(sac, item, cfg)
+        assert n == len("7431") + 1 + len("on a card") + 1  # byte tokens + EOS, for both queries
+        loss.backward()
+        if step == 0:
+            anchor = sac.embeddings.anchor.grad
+            assert anchor is not None and anchor.abs().sum() > 0  # through the anchor KV
+            lora_b = [p for name, p in sac.model.named_parameters() if "lora_B" in name]
+            assert lora_b and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+            lm = sac.embeddings.lm.grad
+            assert lm is None if encoder_only else (lm is not None and lm.abs().sum() > 0)
+            assert all(p.grad is None for p in sac.base_model.parameters() if not p.requires_grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-3:]) < 0.85 * losses[0], losses

@@ -1,0 +1,241 @@
+"""Training items: QA items (gold among distractors, several questions, prompt shapes), LM items, the seeded stream."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+
+from sac_rag.config import QA_TEMPLATE
+from sac_rag.training.data import QAExample
+from sac_rag.training.tasks import PROMPT_SHAPES, TrainItem, build_prompt, lm_item, qa_item
+from sac_rag.training.trainer import TrainConfig, item_stream
+
+# Three articles of four passages; the gold passage P0 of article A has five questions about it.
+SAME = {art: [f"{art} passage {i}." for i in range(4)] for art in "ABC"}
+POOL = [p for ps in SAME.values() for p in ps]
+GOLD = SAME["A"][0]
+GROUP = [QAExample(f"q{i}", f"Question number {i}?", (f"answer {i}", f"alt {i}"), (GOLD,), "A", i) for i in range(5)]
+
+
+def make(seed: int, group=GROUP, pool=POOL, same=SAME, **kw) -> TrainItem:
+    kw = {"max_distractors": 4, "shapes": PROMPT_SHAPES, **kw}
+    return qa_item(group, random.Random(seed), pool, same, **kw)
+
+
+def question_of(prompt: tuple) -> str:
+    text = "".join(x for x in prompt if isinstance(x, str))
+    [q] = [g.question for g in GROUP if g.question in text]
+    return q
+
+
+@pytest.mark.parametrize("max_distractors", [0, 1, 4])
+def test_qa_item_passages(max_distractors):
+    counts = set()
+    for seed in range(60):
+        item = make(seed, max_distractors=max_distractors)
+        assert item.kind == "qa"
+        assert GOLD in item.passages
+        assert len(set(item.passages)) == len(item.passages), item.passages  # no passage twice
+        assert all(p in POOL for p in item.passages)
+        counts.add(len(item.passages) - 1)
+    assert counts <= set(range(max_distractors + 1))
+    assert counts == set(range(max_distractors + 1))  # every count in range happens over 60 seeds
+
+
+def test_qa_item_gold_position_varies():
+    assert len({make(seed).passages.index(GOLD) for seed in range(60)}) > 1
+
+
+def test_qa_item_small_pool_does_not_hang():
+    # Fewer distinct passages than max_distractors: as many distractors as there are, no endless search.
+    same = {"A": [GOLD, "other"]}
+    for seed in range(20):
+        item = make(seed, pool=[GOLD, "other"], same=same, max_distractors=4)
+        assert set(item.passages) <= {GOLD, "other"} and GOLD in item.passages
+        assert len(set(item.passages)) == len(item.passages)
+    only = make(0, pool=[GOLD], same={"A": [GOLD]}, max_distractors=4)
+    assert only.passages == (GOLD,)
+
+
+@pytest.mark.parametrize("max_questions", [1, 3, 5, 8])
+def test_qa_item_queries(max_questions):
+    for seed in range(20):
+        item = make(seed, max_questions=max_questions)
+        assert len(item.queries) == min(max_questions, len(GROUP))
+        questions = [question_of(prompt) for prompt, _ in item.queries]
+        assert len(set(questions)) == len(questions)  # distinct questions of the group
+        n = len(item.passages)
+        for prompt, target in item.queries:
+            indices = [x for x in prompt if isinstance(x, int)]
+            assert sorted(indices) == list(range(n))  # every passage exactly once
+            assert all(isinstance(x, (int, str)) for x in prompt)
+            ex = next(g for g in GROUP if g.question == question_of(prompt))
+            last = prompt[-1]
+            assert isinstance(last, str)
+            if last[-1].isspace():
+                assert target == ex.answers[0]
+            else:
+                assert target == " " + ex.answers[0]
+
+
+def test_qa_item_uses_every_shape():
+    seen = set()
+    for seed in range(40):
+        for prompt, _ in make(seed).queries:
+            text = "".join(x for x in prompt if isinstance(x, str))
+            if "Context information is below." in text:
+                seen.add("llamaindex")
+            elif "Use the following pieces of context" in text:
+                seen.add("langchain")
+            elif "### Question:" in text:
+                seen.add("sac")
+    assert seen == set(PROMPT_SHAPES)
+
+
+@pytest.mark.parametrize("shape", PROMPT_SHAPES)
+def test_qa_item_one_shape(shape):
+    for seed in range(10):
+        item = make(seed, shapes=(shape,))
+        for prompt, _ in item.queries:
+            assert prompt == build_prompt(shape, question_of(prompt), len(item.passages))
+
+
+def test_qa_item_is_deterministic():
+    assert make(3) == make(3)
+    assert any(make(3) != make(s) for s in range(4, 10))
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_build_prompt_sac(n):
+    prompt = build_prompt("sac", "Who?", n)
+    assert prompt == (*range(n), QA_TEMPLATE.format(question="Who?"))
+
+
+def _text_around(prompt: tuple) -> tuple[str, list[str], str]:
+    """(text before the first index, text between consecutive indices, text after the last one)."""
+    first = next(i for i, x in enumerate(prompt) if isinstance(x, int))
+    last = max(i for i, x in enumerate(prompt) if isinstance(x, int))
+    before = "".join(prompt[:first])
+    between = []
+    for a, b in itertools.pairwise([i for i, x in enumerate(prompt) if isinstance(x, int)]):
+        between.append("".join(prompt[a + 1 : b]))
+    return before, between, "".join(prompt[last + 1 :])
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_build_prompt_llamaindex(n):
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
+
+    prompt = build_prompt("llamaindex", "Who wrote it?", n)
+    assert [x for x in prompt if isinstance(x, int)] == list(range(n))
+    before, between, after = _text_around(prompt)
+    ref_before, ref_after = DEFAULT_TEXT_QA_PROMPT_TMPL.split("{context_str}")
+    assert before == ref_before
+    assert after == ref_after.format(query_str="Who wrote it?")
+    assert between == ["\n\n"] * (n - 1)  # how LlamaIndex joins node texts
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_build_prompt_langchain(n):
+    from langchain_classic.chains.question_answering.stuff_prompt import PROMPT_SELECTOR
+
+    prompt = build_prompt("langchain", "Who wrote it?", n)
+    assert [x for x in prompt if isinstance(x, int)] == list(range(n))
+    before, between, after = _text_around(prompt)
+    ref_before, ref_after = PROMPT_SELECTOR.default_prompt.template.split("{context}")
+    assert before == ref_before
+    assert after == ref_after.format(question="Who wrote it?")
+    assert between == ["\n\n"] * (n - 1)
+
+
+def test_build_prompt_has_no_empty_text():
+    for shape in PROMPT_SHAPES:
+        for n in (1, 2, 5):
+            assert all(x != "" for x in build_prompt(shape, "q?", n))
+
+
+def test_build_prompt_unknown_shape():
+    with pytest.raises(KeyError):
+        build_prompt("haystack", "q?", 1)
+
+
+LONG = " ".join(f"Sentence number {i} talks about topic {i % 7} at some length." for i in range(12))
+
+
+def test_lm_item_reconstructs_the_text():
+    for seed in range(30):
+        item = lm_item(LONG, random.Random(seed))
+        assert item is not None and item.kind == "lm"
+        [prefix] = item.passages
+        [(prompt, target)] = item.queries
+        assert prompt == (0,)
+        assert prefix and target.strip()
+        assert target.startswith(" ")
+        assert (prefix + target).split() == LONG.split()
+        assert 0.5 * 0.8 * len(LONG) - 1 <= len(prefix) <= 0.8 * len(LONG)
+
+
+def test_lm_item_cuts_at_sentence_or_word_ends():
+    for seed in range(30):
+        prefix = lm_item(LONG, random.Random(seed)).passages[0]
+        assert LONG.startswith(prefix) and LONG[len(prefix)] == " "
+
+
+def test_lm_item_without_sentences():
+    text = " ".join(["word"] * 80)  # no ". " anywhere: cut at a space
+    item = lm_item(text, random.Random(0))
+    assert item is not None
+    assert (item.passages[0] + item.queries[0][1]).split() == text.split()
+
+
+def test_lm_item_short_or_unsplittable():
+    assert lm_item("Too short. " * 5, random.Random(0)) is None
+    assert lm_item("x" * 500, random.Random(0)) is None  # no word end to cut at
+
+
+def write_squad(path, articles: int = 3, paragraphs: int = 3, questions: int = 2) -> None:
+    data = {"data": [
+        {"title": f"Article {a}", "paragraphs": [
+            {"context": f"Article {a} paragraph {p} says that the value is {a * 10 + p}.", "qas": [
+                {"id": f"{a}-{p}-{q}", "question": f"Question {q} about {a}/{p}?",
+                 "answers": [{"text": str(a * 10 + p)}]}
+                for q in range(questions)]}
+            for p in range(paragraphs)]}
+        for a in range(articles)]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_item_stream_qa_is_deterministic(tmp_path):
+    path = tmp_path / "train.json"
+    write_squad(path)
+    cfg = TrainConfig(stage="qa", qa_data=(str(path),), out_dir=str(tmp_path / "run"), max_questions=2)
+    first = list(itertools.islice(item_stream(cfg), 25))
+    assert first == list(itertools.islice(item_stream(cfg), 25))
+    other = TrainConfig(stage="qa", qa_data=(str(path),), out_dir=str(tmp_path / "run"), max_questions=2, seed=1)
+    assert first != list(itertools.islice(item_stream(other), 25))
+    # one item per gold passage per pass, all questions about it together (2 per paragraph here)
+    assert all(len(item.queries) == 2 for item in first)
+    first_pass = {"".join(x for x in prompt if isinstance(x, str)) for item in first[:9] for prompt, _ in item.queries}
+    assert len({t.split("about ")[1].split("?")[0] for t in first_pass}) == 9  # each paragraph once in a pass
+    for item in first:
+        assert item.kind == "qa"
+        paras = {p.split(" says")[0] for p in item.passages}
+        for prompt, target in item.queries:
+            text = "".join(x for x in prompt if isinstance(x, str))
+            a, p = text.split("about ")[1].split("?")[0].split("/")
+            assert f"Article {a} paragraph {p}" in paras  # the gold passage is there
+            assert target.strip() == str(int(a) * 10 + int(p))
+
+
+def test_item_stream_lm_is_deterministic(tmp_path):
+    path = tmp_path / "text.jsonl"
+    rows = [{"question": "q?", "answers": ["a"], "passages": [f"Doc {i}. " + LONG]} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = TrainConfig(stage="lm", text_data=(f"{path}:jsonl",), out_dir=str(tmp_path / "run"))
+    items = list(itertools.islice(item_stream(cfg), 10))
+    assert items == list(itertools.islice(item_stream(cfg), 10))
+    assert all(item.kind == "lm" for item in items)
+    assert {item.passages[0][:6] for item in items[:4]} == {f"Doc {i}." for i in range(4)}  # each text once per pass
