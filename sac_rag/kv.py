@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import CorruptKVError, InvalidInputError, KVMismatchError
+from .fileio import write_atomic
 
 __all__ = ["AnchorKV", "Rotary", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -250,20 +250,7 @@ class AnchorKV:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file, then rename): a crash never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, expected_fingerprint: str | None = None) -> "AnchorKV":

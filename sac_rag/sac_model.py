@@ -370,7 +370,7 @@ class SACModel:
         stop: Sequence[str] | str | None = None,
     ) -> GenerationOutput:
         """Decode from text segments and AnchorKVs, in order, with the frozen base model."""
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed, tuple([stop] if isinstance(stop, str) else stop or ()))
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
         return generate(self._context(), segments, params)
 
     def stream(
@@ -384,7 +384,7 @@ class SACModel:
         stop: Sequence[str] | str | None = None,
     ) -> Iterator[StreamPiece]:
         """Like :meth:`generate`, yielding text pieces; the last piece carries ``usage`` and ``finish_reason``."""
-        params = SamplingParams(max_new_tokens, temperature, top_p, seed, tuple([stop] if isinstance(stop, str) else stop or ()))
+        params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
         return stream(self._context(), segments, params)
 
     def qa_segments(self, question: str, kvs: Sequence[AnchorKV]) -> list[str | AnchorKV]:

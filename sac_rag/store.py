@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CorruptKVError, InvalidInputError, KVMismatchError
+from .fileio import write_atomic
 from .kv import AnchorKV
 
 __all__ = ["KVStore", "StoreStats", "make_key"]
@@ -76,19 +76,6 @@ class KVStore:
         assert self.directory is not None
         return self.directory / f"{key}.safetensors", self.directory / f"{key}.json"
 
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     # ---- memory tier -------------------------------------------------------------------------
     def _remember(self, key: str, kv: AnchorKV, meta: dict) -> None:
         if key in self._mem:
@@ -111,8 +98,8 @@ class KVStore:
         with self._lock:
             if self.directory is not None:
                 kv_path, meta_path = self._paths(key)
-                self._write_atomic(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-                self._write_atomic(kv_path, kv.to_bytes())  # written last: its presence marks a complete entry
+                write_atomic(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                write_atomic(kv_path, kv.to_bytes())  # written last: its presence marks a complete entry
             elif not _KEY.fullmatch(key):
                 raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
             self._remember(key, kv, meta)

@@ -180,7 +180,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
                 })
         stats = mem.store.stats()
         results.setdefault("store", []).append({"ratio": ratio, "hits": stats.hits, "misses": stats.misses})
-        del sac, model, mem, disk
+
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write(results, Path(cfg.out_dir))
     return results
