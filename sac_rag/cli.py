@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--format", choices=["squad", "nq", "mrqa", "jsonl"], default=None)
     p.add_argument("--parity", choices=["even", "odd"], default=None, help="keep items by index parity (NQ split)")
-    p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book"], default="sac")
+    p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book", "llmlingua"], default="sac")
     p.add_argument("--adapter", default=None)
     p.add_argument("--passages", type=int, default=1, help="1: gold only; k: gold among k-1 distractors")
     p.add_argument("--limit", type=int, default=200)

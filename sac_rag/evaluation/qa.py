@@ -5,7 +5,8 @@ Methods share the base model and the prompt template (DESIGN.md section 1):
 * ``sac``         passages compressed (each on its own), then the question template;
 * ``full``        the passages' text in the same template;
 * ``truncate``    each passage cut to 1/ratio of its tokens;
-* ``closed-book`` no passage at all.
+* ``closed-book`` no passage at all;
+* ``llmlingua``   the passages' text compressed by LLMLingua v1, scored by the same base model.
 
 ``shots`` puts solved examples (from the training split, bundled) before the
 prompt, as text for text methods and compressed for ``sac``. Settings: the
@@ -33,7 +34,7 @@ from .metrics import score
 
 __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
-METHODS = ("sac", "full", "truncate", "closed-book")
+METHODS = ("sac", "full", "truncate", "closed-book", "llmlingua")
 
 
 @dataclass
@@ -84,6 +85,18 @@ def _shots(n: int) -> list[dict]:
     return data["shots"][:n]
 
 
+_LLMLINGUA = None
+
+
+def _llmlingua():
+    global _LLMLINGUA
+    if _LLMLINGUA is None:
+        from .llmlingua_baseline import LLMLinguaCompressor
+
+        _LLMLINGUA = LLMLinguaCompressor()
+    return _LLMLINGUA
+
+
 def _segments(sac, method: str, question: str, passages: list[str], shots: list[dict], ratio: int):
     """Prompt segments for one question, and how many context tokens the method reads."""
     template = sac.config.template
@@ -103,6 +116,8 @@ def _segments(sac, method: str, question: str, passages: list[str], shots: list[
         return [*segs, *kvs, q], read
     if method == "closed-book":
         return [*segs, q.lstrip("\n")], 0
+    if method == "llmlingua":
+        passages = [_llmlingua().compress(passages, question, ratio)]
     texts = []
     for p in passages:
         ids = sac.tokenize(template + p)
