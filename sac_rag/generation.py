@@ -27,7 +27,7 @@ import torch
 
 from .attention import MaskBuilder
 from .config import SACConfig
-from .errors import InputTooLargeError, InvalidInputError, KVMismatchError
+from .errors import InputTooLargeError, InvalidInputError, KVMismatchError, check_text
 from .kv import AnchorKV
 
 __all__ = ["Usage", "GenerationOutput", "StreamPiece", "SamplingParams", "DecoderContext", "generate", "stream"]
@@ -151,8 +151,9 @@ def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list
         hidden = _decoder_stack(ctx.model)(
             inputs_embeds=embeds, position_ids=q_pos[None], attention_mask=mask, cache=state.cache, use_cache=True
         ).last_hidden_state
-        logits = _lm_head(ctx.model, hidden[0, -keep:])
-    state.logits = logits[-1] if keep == 1 else logits
+        if keep:  # keep=0: a run in the middle of the prompt, whose logits nobody reads
+            logits = _lm_head(ctx.model, hidden[0, -keep:])
+            state.logits = logits[-1] if keep == 1 else logits
     state.pos, state.pinned = k_pos, pinned
 
 
@@ -199,7 +200,7 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
     run_ids: list[int | None] = []
     run_pos: list[int] = []
 
-    def flush() -> None:
+    def flush(keep_logits: int = 0) -> None:
         if not run_ids:
             return
         ids = torch.tensor([i if i is not None else 0 for i in run_ids], dtype=torch.long, device=device)
@@ -208,7 +209,7 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
             lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
             is_lm = torch.tensor([i is None for i in run_ids], device=device)
             embeds = torch.where(is_lm[None, :, None], lm, embeds)
-        _forward(ctx, state, embeds, list(run_pos), keep)
+        _forward(ctx, state, embeds, list(run_pos), keep_logits)
         run_ids.clear()
         run_pos.clear()
 
@@ -218,6 +219,8 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
     cur = 0  # the last position in use
     after_kv = False
     text_tokens = 0
+    text_chars = 0
+    vocab = embed.num_embeddings
     for i, seg in enumerate(segments):
         if isinstance(seg, AnchorKV):
             if seg.fingerprint != ctx.fingerprint:
@@ -234,6 +237,13 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
             cur += seg.num_tokens
             after_kv = True
         elif isinstance(seg, str) or (isinstance(seg, (list, tuple)) and all(isinstance(t, int) for t in seg)):
+            if isinstance(seg, str):
+                check_text(seg, f"segment {i}")
+                text_chars += len(seg)
+                if text_chars > 16 * ctx.config.max_input_tokens:  # refuse before tokenizing megabytes
+                    raise InputTooLargeError(f"prompt text has {text_chars} characters, over the limit")
+            elif not all(0 <= t < vocab for t in seg):
+                raise InvalidInputError(f"segment {i} holds token ids outside the vocabulary [0, {vocab})")
             ids = _tokenize(ctx, seg) if isinstance(seg, str) else list(seg)  # a list of ints is token ids
             if not ids:
                 continue
@@ -258,7 +268,7 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
         run_pos.append(cur)
     if not run_ids:
         raise InvalidInputError("the prompt has nothing to decode from (add text after the last AnchorKV)")
-    flush()
+    flush(keep)
     state.prompt_tokens = text_tokens + (1 if ctx.bos_id is not None else 0)
     state.next_pos = cur + 1
     return state
