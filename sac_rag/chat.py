@@ -20,6 +20,8 @@ _FALLBACK_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 def render_chat(tokenizer, messages: Sequence[dict]) -> str:
     """``messages``: ``{"role": "system"|"user"|"assistant", "content": str}`` dicts, in order."""
+    if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Sequence):
+        raise InvalidInputError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
     if not messages:
         raise InvalidInputError("at least one message is needed")
     for i, m in enumerate(messages):

@@ -99,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
     cfg = TrainConfig(
-        stage=args.stage, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
+        stage=args.stage, method=args.method, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
         init_adapter=args.init_adapter, ratio=args.ratio, lora_rank=args.lora_rank, steps=args.steps,
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, max_distractors=args.max_distractors,
         dtype=args.dtype or "bfloat16", threads=args.threads, seed=args.seed, out_dir=args.out or "",
@@ -116,6 +116,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
                      passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed)
+    if args.method == "full-ft" and not args.adapter:
+        raise SystemExit("--method full-ft needs --adapter (a run of: sac-rag train --method full-ft)")
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an SAC adapter (resumes from the latest checkpoint)")
     model_args(p)
     p.add_argument("--stage", choices=["lm", "qa"], default="qa")
+    p.add_argument("--method", choices=["sac", "full-ft"], default="sac",
+                   help="full-ft: train the uncompressed rival (LoRA on the base reading the full text)")
     p.add_argument("--qa-data", action="append", help="path[:format[:even|odd]] (repeatable)")
     p.add_argument("--text-data", action="append", help="LM text source, same syntax (repeatable)")
     p.add_argument("--init-adapter", default=None)
@@ -202,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--format", choices=["squad", "nq", "mrqa", "jsonl"], default=None)
     p.add_argument("--parity", choices=["even", "odd"], default=None, help="keep items by index parity (NQ split)")
-    p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book", "llmlingua"], default="sac")
+    p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book", "llmlingua", "full-ft"], default="sac")
     p.add_argument("--adapter", default=None)
     p.add_argument("--passages", type=int, default=1, help="1: gold only; k: gold among k-1 distractors")
     p.add_argument("--limit", type=int, default=200)

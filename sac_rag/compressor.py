@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator, Sequence
 
-from .errors import InvalidInputError, UnknownMarkerError
+from .errors import CorruptKVError, InvalidInputError, KVMismatchError, UnknownMarkerError, check_text
 from .generation import GenerationOutput, StreamPiece
 from .kv import AnchorKV
 from .markers import MarkerCodec, find_markers, neutralize, split_markers
 from .store import KVStore, make_key
 
 __all__ = ["SACCompressor", "CompressedPassage", "UnknownMarkerError"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,19 +104,20 @@ class SACCompressor:
 
     def compress(self, texts: Sequence[str], *, progress: bool = False) -> list[CompressedPassage]:
         """Compress passages not yet stored (batched), store them, and return a marker + stats for each."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidInputError("compress takes a list of strings")
+        if isinstance(texts, (str, bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(f"compress takes a list of strings, got {type(texts).__name__}")
         texts = [neutralize(t) if isinstance(t, str) else t for t in texts]
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInputError(f"passage {i} is a {type(t).__name__}, expected str")
+            check_text(t, f"passage {i}")  # before hashing it
         keys = [self._key(t) for t in texts]
         found: dict[str, AnchorKV] = {}
         todo: dict[str, str] = {}
         for key, text in zip(keys, texts):
             if key in found or key in todo:
                 continue
-            kv = self.store.get(key, expected_fingerprint=self.model.fingerprint)
+            kv = self._stored(key)
             if kv is not None:
                 found[key] = kv
             else:
@@ -148,9 +152,24 @@ class SACCompressor:
             bar.close()
         return out
 
+    def _stored(self, key: str) -> AnchorKV | None:
+        """The stored KV under ``key`` if it is sound for this model; None (so it is recompressed) if it is
+        missing, damaged (the store drops those), or a well-formed file that is not what this model makes."""
+        kv = self.store.get(key, expected_fingerprint=self.model.fingerprint)
+        if kv is None:
+            return None
+        try:
+            self.model.check_kv(kv, content_hash=key.split("-", 1)[1])
+        except (CorruptKVError, KVMismatchError) as exc:
+            logger.warning("sac-rag: stored KV %s is unusable (%s); recompressing it", key, exc)
+            return None
+        return kv
+
     # ---- resolution --------------------------------------------------------------------------
     def text_of(self, marker_or_ref: str) -> str | None:
         """The original passage text behind a marker this compressor issued (None if unknown)."""
+        if not isinstance(marker_or_ref, str):
+            raise InvalidInputError(f"text_of takes a marker string, got {type(marker_or_ref).__name__}")
         ref = marker_or_ref[6:-2] if marker_or_ref.startswith("[[sac:") else marker_or_ref
         with self._lock:
             entry = self._refs.get(ref)
@@ -177,7 +196,7 @@ class SACCompressor:
                 out.append(f"[[sac-unknown:{ref}]]")
                 continue
             key, text = entry
-            kv = self.store.get(key, expected_fingerprint=self.model.fingerprint)
+            kv = self._stored(key)
             if kv is None:  # evicted or damaged: recompress from the text we kept
                 kv = self.model.compress(text)
                 self.store.put(key, kv, {"text": text})

@@ -60,3 +60,18 @@ class ModelLoadError(SACError):
 
 class UnknownMarkerError(SACError):
     """A prompt holds a marker this compressor did not issue (forged, stale, or from another process)."""
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse a str that cannot be UTF-8 encoded (lone surrogates, e.g. from ``surrogateescape`` decoding).
+
+    Tokenizers and hashing need UTF-8; without this check such text fails deep inside with a TypeError.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{what} holds a character that is not valid Unicode text ({exc.object[exc.start]!r} at {exc.start}: a lone "
+                "surrogate); decode bytes with errors='replace' before passing them"
+            ) from None

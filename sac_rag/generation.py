@@ -268,6 +268,8 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
         run_pos.append(cur)
     if not run_ids:
         raise InvalidInputError("the prompt has nothing to decode from (add text after the last AnchorKV)")
+    if text_tokens == 0 and state.anchors == 0:
+        raise InvalidInputError("the prompt is empty: its segments hold no text and no AnchorKV")
     flush(keep)
     state.prompt_tokens = text_tokens + (1 if ctx.bos_id is not None else 0)
     state.next_pos = cur + 1

@@ -16,6 +16,8 @@ import hmac
 import re
 import secrets
 
+from .errors import InvalidInputError
+
 __all__ = ["MARKER_RE", "MarkerCodec", "split_markers", "find_markers", "neutralize"]
 
 MARKER_RE = re.compile(r"\[\[sac:([0-9a-f]{24})\]\]")
@@ -39,11 +41,15 @@ class MarkerCodec:
 
 def find_markers(text: str) -> list[str]:
     """The refs of every well-formed marker in ``text``, in order."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"find_markers takes a str, got {type(text).__name__}")
     return MARKER_RE.findall(text)
 
 
 def split_markers(text: str) -> list[str | tuple[str]]:
     """Split ``text`` into plain strings and ``(ref,)`` tuples, in order; empty strings are dropped."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"split_markers takes a str, got {type(text).__name__}")
     out: list[str | tuple[str]] = []
     pos = 0
     for m in MARKER_RE.finditer(text):

@@ -28,7 +28,15 @@ from .anchors import plan_chunks
 from .attention import MaskBuilder
 from .config import QA_TEMPLATE, SACConfig
 from .encoder import ChunkInput, SACEmbeddings, encode_chunks
-from .errors import AdapterMismatchError, ConfigError, InputTooLargeError, InvalidInputError
+from .errors import (
+    AdapterMismatchError,
+    ConfigError,
+    CorruptKVError,
+    InputTooLargeError,
+    InvalidInputError,
+    KVMismatchError,
+    check_text,
+)
 from .generation import DecoderContext, GenerationOutput, SamplingParams, StreamPiece, generate, stream
 from .kv import AnchorKV
 from .models import DEFAULT_MODEL, load_base, model_fingerprint, rotary_of
@@ -138,7 +146,10 @@ class SACModel:
             files = read_adapter(adapter)
         if files is not None:
             if ratio is not None and files.config.ratio != ratio:
-                raise ConfigError(f"adapter {files.path} is for ratio {files.config.ratio}, not {ratio}")
+                raise ConfigError(
+                    f"adapter {files.path} is for ratio {files.config.ratio}, not {ratio}: pass ratio={files.config.ratio} "
+                    f"(or leave it out), or load an adapter trained for ratio {ratio}"
+                )
             config = files.config
         elif config is None:
             config = SACConfig(ratio=ratio or 5)
@@ -160,7 +171,10 @@ class SACModel:
         files = read_adapter(adapter) if adapter is not None else None
         if files is not None:
             if config is not None and config != files.config:
-                raise ConfigError("the adapter's config differs from the config passed")
+                raise ConfigError(
+                    f"the config of adapter {files.path} (ratio {files.config.ratio}) differs from the config passed "
+                    f"(ratio {config.ratio}): leave config out to use the adapter's own, or load an adapter trained with this config"
+                )
             config = files.config
         impl = getattr(model.config, "_attn_implementation", None)
         if impl not in ("sdpa", "eager") and hasattr(model, "set_attn_implementation"):
@@ -200,7 +214,7 @@ class SACModel:
         if files.base_fingerprint != self.base_fingerprint:
             raise AdapterMismatchError(
                 f"adapter {path} belongs to base model {files.meta.get('base_model')!r} ({files.base_fingerprint}), "
-                f"not {self.source!r} ({self.base_fingerprint})"
+                f"not {self.source!r} ({self.base_fingerprint}); load it onto that base model or train an adapter for this one"
             )
         if files.config != self.config:
             raise ConfigError(f"adapter {path} has config {files.config}, this model {self.config}; build the model from the adapter")
@@ -280,6 +294,7 @@ class SACModel:
             raise InvalidInputError(f"passage {index} is empty or whitespace only")
         if "\x00" in text:
             raise InvalidInputError(f"passage {index} contains NUL characters (binary data?)")
+        check_text(text, f"passage {index}")
         if len(text) > 16 * self.config.max_input_tokens:
             raise InputTooLargeError(f"passage {index} has {len(text)} characters, over the limit")
         ids = self.tokenize(self.config.template + text)
@@ -295,8 +310,8 @@ class SACModel:
 
     def compress_batch(self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False) -> list[AnchorKV]:
         """Compress passages, each on its own, batching their sub-contexts; same result as one by one."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidInputError("compress_batch takes a list of strings")
+        if isinstance(texts, (str, bytes, bytearray)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(f"compress_batch takes a list of strings, got {type(texts).__name__}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         token_lists = [self._passage_ids(t, i) for i, t in enumerate(texts)]
@@ -345,6 +360,34 @@ class SACModel:
             )
         return kvs
 
+    def check_kv(self, kv: AnchorKV, content_hash: str | None = None) -> None:
+        """Raise unless ``kv`` is what this model would compress for a passage: fingerprint, shape, anchor
+        positions, rotary table and finite values. A stored file can pass its checksum and still be wrong
+        (written by another program, or forged); this is checked before such a KV is read."""
+        if not isinstance(kv, AnchorKV):
+            raise InvalidInputError(f"expected an AnchorKV, got {type(kv).__name__}")
+        if kv.fingerprint != self.fingerprint:
+            raise KVMismatchError(f"KV compressed by {kv.fingerprint}, this model is {self.fingerprint}: recompress the passage")
+        if content_hash is not None and kv.content_hash != content_hash:
+            raise CorruptKVError(f"KV stands for passage {kv.content_hash[:12]}, not {content_hash[:12]}")
+        cfg = self.base_model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        want = (len(self.masks.layer_types), heads, kv.num_anchors, head_dim)
+        if tuple(kv.keys.shape) != want:
+            raise CorruptKVError(f"KV of shape {tuple(kv.keys.shape)}; this model makes {want}")
+        if kv.start != 0 or not 0 < kv.num_tokens <= self.config.max_input_tokens:
+            raise CorruptKVError(f"KV claims start {kv.start} and {kv.num_tokens} tokens")
+        planned = [p for chunk in plan_chunks(self.config, kv.num_tokens) for p in chunk.anchor_positions]
+        if kv.positions.tolist() != planned:
+            raise CorruptKVError(f"KV anchor positions do not match {kv.num_tokens} tokens at ratio {self.config.ratio}")
+        same = [(kv.rotary.inv_freq, self.rotary.inv_freq), (kv.rotary.layer_type, self.rotary.layer_type)]
+        if not all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in same):
+            raise CorruptKVError("KV rotary table differs from this model's")
+        if not (torch.isfinite(kv.keys).all() and torch.isfinite(kv.values).all()):
+            raise CorruptKVError("KV holds non-finite values")
+
     # ---- generation --------------------------------------------------------------------------
     def _context(self) -> DecoderContext:
         return DecoderContext(
@@ -391,12 +434,18 @@ class SACModel:
         """The trained prompt layout: compressed passages, then the question template."""
         if not isinstance(question, str) or not question.strip():
             raise InvalidInputError("question must be a non-empty string")
+        check_text(question, "question")
+        if isinstance(kvs, (str, bytes, AnchorKV)) or not isinstance(kvs, Sequence) or not all(isinstance(kv, AnchorKV) for kv in kvs):
+            raise InvalidInputError("qa_segments takes a question and a list of AnchorKV")
         return [*kvs, QA_TEMPLATE.format(question=question.strip())]
 
     def answer(self, question: str, passages: Sequence[str] | str, *, max_new_tokens: int = 32, **kwargs) -> GenerationOutput:
         """Compress ``passages`` and answer ``question`` with the template the adapter was trained on."""
         if isinstance(passages, str):
             passages = [passages]
+        if passages is not None and (isinstance(passages, (bytes, bytearray)) or not isinstance(passages, Sequence)):
+            raise InvalidInputError(f"passages must be a string or a list of strings, got {type(passages).__name__}")
+        self.qa_segments(question, [])  # check the question before compressing anything
         kvs = self.compress_batch(list(passages)) if passages else []
         kwargs.setdefault("stop", ["\n"])
         return self.generate(self.qa_segments(question, kvs), max_new_tokens=max_new_tokens, **kwargs)

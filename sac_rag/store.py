@@ -7,6 +7,8 @@ with its checksum) and ``<key>.json`` (the passage text and metadata), each
 written to a temporary file and renamed into place, so a crashed writer
 never leaves half an entry and several processes can share one directory.
 A file that fails its checksum is treated as a miss, deleted and counted.
+Temporary files a killed writer left behind are removed when a store opens
+the directory, once they are older than ``STALE_TMP_SECONDS``.
 
 This module knows keys, bytes and files; it does not compress anything.
 """
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,14 @@ from .kv import AnchorKV
 __all__ = ["KVStore", "StoreStats", "make_key"]
 
 _KEY = re.compile(r"[0-9a-f]{16}-[0-9a-f]{64}")  # used with fullmatch: "$" would accept a trailing newline
+_TMP = re.compile(r"\.[0-9a-f]{16}-[0-9a-f]{64}\.(?:safetensors|json)\..+\.tmp")  # what write_atomic leaves if killed
+STALE_TMP_SECONDS = 600  # no write takes this long: an older temporary file belongs to a writer that died
+
+
+def _check_key(key) -> str:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise InvalidInputError(f"not a valid store key: {str(key)[:100]!r}")
+    return key
 
 
 def make_key(fingerprint: str, content_hash: str) -> str:
@@ -64,15 +75,31 @@ class KVStore:
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self.remove_stale_temporaries()
         self._mem: OrderedDict[str, tuple[AnchorKV, dict]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.RLock()
         self._hits = self._misses = self._disk_hits = self._evictions = self._corrupt = 0
 
     # ---- paths -------------------------------------------------------------------------------
+    def remove_stale_temporaries(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Delete temporary files of writers that died mid-write (older than ``older_than`` seconds); returns how many."""
+        if self.directory is None:
+            return 0
+        cutoff, removed = time.time() - older_than, 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and _TMP.fullmatch(entry.name):
+                    try:
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except OSError:  # another process removed or renamed it first
+                        pass
+        return removed
+
     def _paths(self, key: str) -> tuple[Path, Path]:
-        if not _KEY.fullmatch(key):
-            raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
+        _check_key(key)
         assert self.directory is not None
         return self.directory / f"{key}.safetensors", self.directory / f"{key}.json"
 
@@ -94,14 +121,17 @@ class KVStore:
         """Store ``kv`` (and JSON-able ``meta``, e.g. the passage text) under ``key``."""
         if not isinstance(kv, AnchorKV):
             raise InvalidInputError(f"KVStore.put takes an AnchorKV, got {type(kv).__name__}")
+        _check_key(key)
         meta = dict(meta or {})
         with self._lock:
             if self.directory is not None:
                 kv_path, meta_path = self._paths(key)
-                write_atomic(meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                try:
+                    meta_bytes = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+                except (TypeError, ValueError) as exc:  # not JSON-able, or text with lone surrogates
+                    raise InvalidInputError(f"KVStore.put: meta must be JSON-able, with valid text: {exc}") from exc
+                write_atomic(meta_path, meta_bytes)
                 write_atomic(kv_path, kv.to_bytes())  # written last: its presence marks a complete entry
-            elif not _KEY.fullmatch(key):
-                raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
             self._remember(key, kv, meta)
 
     def get(self, key: str, *, expected_fingerprint: str | None = None) -> AnchorKV | None:
@@ -110,14 +140,13 @@ class KVStore:
         return entry[0] if entry else None
 
     def get_entry(self, key: str, *, expected_fingerprint: str | None = None) -> tuple[AnchorKV, dict] | None:
+        _check_key(key)
         with self._lock:
             if key in self._mem:
                 self._mem.move_to_end(key)
                 self._hits += 1
                 return self._mem[key]
             if self.directory is None:
-                if not _KEY.fullmatch(key):
-                    raise InvalidInputError(f"not a valid store key: {key[:100]!r}")
                 self._misses += 1
                 return None
             kv_path, meta_path = self._paths(key)
@@ -143,8 +172,7 @@ class KVStore:
             return kv, meta
 
     def __contains__(self, key: str) -> bool:
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise InvalidInputError(f"not a valid store key: {str(key)[:100]!r}")
+        _check_key(key)
         with self._lock:
             if key in self._mem:
                 return True

@@ -6,7 +6,9 @@ Methods share the base model and the prompt template (DESIGN.md section 1):
 * ``full``        the passages' text in the same template;
 * ``truncate``    each passage cut to 1/ratio of its tokens;
 * ``closed-book`` no passage at all;
-* ``llmlingua``   the passages' text compressed by LLMLingua v1, scored by the same base model.
+* ``llmlingua``   the passages' text compressed by LLMLingua v1, scored by the same base model;
+* ``full-ft``     the passages' text, read by the base model with a LoRA fine-tuned on the same data and budget
+                  (``sac-rag train --method full-ft``): the strongest uncompressed rival.
 
 ``shots`` puts solved examples (from the training split, bundled) before the
 prompt, as text for text methods and compressed for ``sac``. Settings: the
@@ -28,13 +30,14 @@ from pathlib import Path
 from statistics import mean
 
 from ..config import QA_TEMPLATE
+from ..generation import SamplingParams, generate
 from ..errors import InvalidInputError
 from ..training.data import QAExample, load_examples
 from .metrics import score
 
 __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
-METHODS = ("sac", "full", "truncate", "closed-book", "llmlingua")
+METHODS = ("sac", "full", "truncate", "closed-book", "llmlingua", "full-ft")
 
 
 @dataclass
@@ -140,8 +143,14 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
         iterator = tqdm(items, desc=f"eval {cfg.method}", unit="q")
     for e, passages in iterator:
         t = time.perf_counter()
-        segs, read = _segments(sac, cfg.method, e.question, passages, shots, cfg.ratio)
-        result = sac.generate(segs, max_new_tokens=cfg.max_new_tokens, stop=["\n"])
+        method = "full" if cfg.method == "full-ft" else cfg.method
+        segs, read = _segments(sac, method, e.question, passages, shots, cfg.ratio)
+        if cfg.method == "full-ft":  # the fine-tuned reader: generate with the LoRA on
+            ctx = sac._context()
+            ctx.decoder_mode = sac.encoder_mode
+            result = generate(ctx, segs, SamplingParams(cfg.max_new_tokens, stop=("\n",)))
+        else:
+            result = sac.generate(segs, max_new_tokens=cfg.max_new_tokens, stop=["\n"])
         pred = result.text.strip()
         context_tokens = sum(len(sac.tokenize(sac.config.template + p)) for p in passages)
         records.append({

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..config import QA_TEMPLATE
 from .data import QAExample
 
-__all__ = ["TrainItem", "PROMPT_SHAPES", "qa_item", "lm_item", "build_prompt"]
+__all__ = ["TrainItem", "PROMPT_SHAPES", "qa_item", "lm_item", "build_prompt", "text_prompt"]
 
 # Defaults of the frameworks we integrate with (LlamaIndex 0.14 text-QA; a LangChain-style "stuff" prompt).
 _LLAMAINDEX_QA = (
@@ -105,3 +105,20 @@ def lm_item(text: str, rng: random.Random, *, min_frac: float = 0.5, max_frac: f
     if not rest.strip():
         return None
     return TrainItem((prefix,), (((0,), rest if rest.startswith(" ") else " " + rest),), "lm")
+
+
+def text_prompt(prompt: tuple, passages: tuple[str, ...], template: str) -> str:
+    """The same prompt with each passage as text (``template + passage``) instead of its KV: what a model
+    reading the full text sees (the ``full-ft`` rival and the ``full`` baseline)."""
+    parts: list[str] = []
+    previous_was_passage = False
+    for x in prompt:
+        if isinstance(x, int):
+            if previous_was_passage:
+                parts.append("\n")
+            parts.append(template + passages[x])
+            previous_was_passage = True
+        else:
+            parts.append(x)
+            previous_was_passage = False
+    return "".join(parts)

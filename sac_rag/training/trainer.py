@@ -31,7 +31,7 @@ from ..generation import DecoderContext, _prefill
 from ..models import cache_dir
 from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
-from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item
+from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
 __all__ = ["TrainConfig", "train", "item_loss", "item_stream"]
 
@@ -41,6 +41,7 @@ class TrainConfig:
     """A training run. Paths in ``qa_data`` are ``path[:format[:parity]]`` strings."""
 
     stage: str = "qa"  # "lm" (continuation) or "qa"
+    method: str = "sac"  # "sac", or "full-ft": the rival, a LoRA on the base reading the full text
     qa_data: tuple[str, ...] = ()
     text_data: tuple[str, ...] = ()  # QA files whose passages are used as LM text (same syntax as qa_data)
     base_model: str | None = None
@@ -72,6 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in ("lm", "qa"):
             raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
+        if self.method not in ("sac", "full-ft"):
+            raise ConfigError(f"method must be 'sac' or 'full-ft', got {self.method!r}")
         if self.stage == "qa" and not self.qa_data:
             raise ConfigError("stage 'qa' needs qa_data")
         if self.stage == "lm" and not (self.text_data or self.qa_data):
@@ -80,7 +83,8 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"unknown prompt shapes {sorted(bad)}; known: {PROMPT_SHAPES}")
         if not self.out_dir:
-            self.out_dir = str(cache_dir() / "runs" / f"{self.stage}-x{self.ratio}")
+            name = f"{self.stage}-x{self.ratio}" if self.method == "sac" else f"{self.method}-{self.stage}"
+            self.out_dir = str(cache_dir() / "runs" / name)
 
     def sac_config(self) -> SACConfig:
         return SACConfig(ratio=self.ratio, chunk_tokens=self.chunk_tokens, lora_rank=self.lora_rank,
@@ -128,13 +132,22 @@ def _context(sac: SACModel) -> DecoderContext:
 
 def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
-    compressed once for all of them); returns (loss, number of target tokens)."""
-    ids = [sac.tokenize(sac.config.template + p)[: cfg.max_passage_tokens] for p in item.passages]
-    kvs = sac.encode_ids(ids, batch_size=1)
+    compressed once for all of them); returns (loss, number of target tokens).
+
+    ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on."""
     ctx = _context(sac)
+    if cfg.method == "full-ft":
+        ctx.decoder_mode = sac.encoder_mode  # the adapter is part of the reader
+        passages = tuple(sac.tokenizer.decode(sac.tokenize(p)[: cfg.max_passage_tokens]) for p in item.passages)
+    else:
+        ids = [sac.tokenize(sac.config.template + p)[: cfg.max_passage_tokens] for p in item.passages]
+        kvs = sac.encode_ids(ids, batch_size=1)
     losses, count = [], 0
     for prompt, target_text in item.queries:
-        segments = [kvs[x] if isinstance(x, int) else x for x in prompt]
+        if cfg.method == "full-ft":
+            segments = [text_prompt(prompt, passages, sac.config.template)]
+        else:
+            segments = [kvs[x] if isinstance(x, int) else x for x in prompt]
         target = sac.tokenize(target_text)[: cfg.max_target_tokens]
         if len(target) < cfg.max_target_tokens and item.kind != "lm":
             target = target + [sac.tokenizer.eos_token_id]
@@ -255,12 +268,12 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             bar.set_postfix(loss=f"{loss_v:.3f}", ips=rec["items_per_s"])
         if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps:
             sac._refresh_fingerprint()
-            _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio}, out)
+            _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out)
             last_save = time.time()
     if bar is not None:
         bar.close()
     log.close()
     sac.model.eval()
     if not (latest / "state.json").exists() or json.loads((latest / "state.json").read_text())["step"] != state["step"]:
-        _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio}, out)
+        _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out)
     return latest / "adapter"
