@@ -117,9 +117,11 @@ def read_adapter(path: str | os.PathLike, *, anchor_strategy=None) -> AdapterFil
     if not meta_path.is_file():
         raise ModelLoadError(f"{path} is not a sac-rag adapter directory (no {META_FILE})")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{meta_path} is not a sac-rag adapter description (a JSON object)")
     if meta.get("format") != ADAPTER_FORMAT:
         raise ModelLoadError(f"{meta_path}: format {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}")
     if meta.get("version") != ADAPTER_VERSION:

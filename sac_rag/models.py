@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import ConfigError, ModelLoadError
 from .kv import Rotary
@@ -140,10 +141,10 @@ def load_base(
     path = embedded_model_path() if source == DEFAULT_MODEL else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dt, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        model = AutoModelForCausalLM.from_pretrained(  # safetensors only: a pickle (.bin) is never unpickled
+            path, dtype=dt, attn_implementation="sdpa", trust_remote_code=trust_remote_code, use_safetensors=True
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ModelLoadError(f"could not load a causal LM from {source!r}: {exc}") from exc
     model.to(dev)
     model.eval()

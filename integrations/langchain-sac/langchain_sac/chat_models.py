@@ -10,6 +10,7 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from sac_rag.chat import render_chat
+from sac_rag.errors import InvalidInputError
 
 from langchain_sac._common import SACParams, response_metadata, usage_metadata
 
@@ -29,10 +30,13 @@ def _text(content: Any) -> str:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(block.get("text", ""))
+            text = block.get("text", "")
+            if not isinstance(text, str):
+                raise InvalidInputError(f"a text content block holds a {type(text).__name__}, expected str")
+            parts.append(text)
         elif isinstance(block, dict) and block.get("type") in _MEDIA_BLOCKS:
             # Dropping it silently would answer as if the image/audio/file were not there.
-            raise ValueError(f"ChatSAC reads text only; got a {block.get('type')!r} content block")
+            raise InvalidInputError(f"ChatSAC reads text only; got a {block.get('type')!r} content block")
     return "".join(parts)
 
 
@@ -62,7 +66,7 @@ class ChatSAC(SACParams, BaseChatModel):
         for m in messages:
             role = _ROLES.get(m.type)
             if role is None:
-                raise ValueError(f"ChatSAC cannot take {m.type!r} messages (no tool calling)")
+                raise InvalidInputError(f"ChatSAC cannot take {m.type!r} messages (no tool calling)")
             converted.append({"role": role, "content": _text(m.content)})
         return render_chat(self.compressor.model.tokenizer, converted)
 

@@ -20,6 +20,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from sac_rag.chat import render_chat
 from sac_rag.compressor import SACCompressor
+from sac_rag.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,13 @@ class SAC(CustomLLM):
     def __init__(self, compressor: Optional[SACCompressor] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._compressor = compressor if compressor is not None else SACCompressor()
-        self.messages_to_prompt = self._messages_to_prompt
+        # A plain function, not the bound method: a bound method's repr holds repr(self), so repr(llm) recursed forever.
+        render = self._messages_to_prompt
+
+        def messages_to_prompt(messages: Sequence[ChatMessage]) -> str:
+            return render(messages)
+
+        self.messages_to_prompt = messages_to_prompt
         from llama_index.core import Settings
 
         if Settings._tokenizer is None:
@@ -80,10 +87,10 @@ class SAC(CustomLLM):
         for m in messages:
             role = _ROLES.get(m.role)
             if role is None:
-                raise ValueError(f"SAC cannot take {m.role} messages")
+                raise InvalidInputError(f"SAC cannot take {m.role} messages")
             other = [type(b).__name__ for b in getattr(m, "blocks", []) if type(b).__name__ != "TextBlock"]
             if other:
-                raise ValueError(f"SAC reads text only; this message holds {other}")
+                raise InvalidInputError(f"SAC reads text only; this message holds {other}")
             converted.append({"role": role, "content": m.content or ""})
         return render_chat(self._compressor.model.tokenizer, converted)
 
