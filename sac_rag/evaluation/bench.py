@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "run_bench", "machine_info"]
 
 
 @dataclass
@@ -64,7 +64,8 @@ def _median_time(fn, repeats: int, setup=None) -> float:
     return statistics.median(times)
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """CPU model, cores, torch version and threads, GPU name: what every report records."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,7 +93,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
     passages = [p["text"] for p in corpus["passages"]]
     question = QA_TEMPLATE.format(question="What is this passage about?")
     log = print if progress else (lambda *a, **k: None)
-    results: dict = {"config": asdict(cfg), "machine": _machine(), "ttft": [], "throughput": [], "decode": [],
+    results: dict = {"config": asdict(cfg), "machine": machine_info(), "ttft": [], "throughput": [], "decode": [],
                      "memory": [], "scaling": []}
     for ratio in cfg.ratios:
         model, tok = load_base(cfg.model, dtype=cfg.dtype)

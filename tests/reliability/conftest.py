@@ -10,7 +10,6 @@ session ends; docs/reliability.md is made that way::
 from __future__ import annotations
 
 import os
-import platform
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,18 +179,10 @@ def _md(text: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    from sac_rag.evaluation.bench import machine_info
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()}-core {cpu} CPU, {gpu}, torch {torch.__version__}"
+    m = machine_info()
+    return f"{m['cores']}-core {m['cpu']} CPU, {m['cuda'] or 'no GPU'}, torch {m['torch']}"
 
 
 COLLECTOR = Collector()
