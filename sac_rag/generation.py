@@ -20,7 +20,7 @@ not know files, stores or the encoder.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -130,7 +130,6 @@ class _State:
     prompt_tokens: int = 0
     anchors: int = 0
     context_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _tokenize(ctx: DecoderContext, text: str) -> list[int]:
