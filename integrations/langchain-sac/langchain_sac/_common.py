@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from langchain_core.messages.ai import UsageMetadata
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,23 @@ class SACParams(BaseModel):
             "seed": kwargs.get("seed", self.seed),
             "stop": list(dict.fromkeys(stops)) or None,
         }
+
+    def _pieces(self, prompt: str, stop: Optional[list[str]], run_manager: Any, **kwargs: Any) -> Iterator[Any]:
+        """Stream ``prompt`` as chunks, reporting each new token to the callbacks; each model class wraps a
+        StreamPiece in its own chunk type with its ``_chunk`` method."""
+        for piece in self.compressor.stream(prompt, **self._gen_kwargs(stop, **kwargs)):
+            chunk = self._chunk(piece)
+            if run_manager and piece.text:
+                run_manager.on_llm_new_token(piece.text, chunk=chunk)
+            yield chunk
+
+    async def _apieces(self, prompt: str, stop: Optional[list[str]], run_manager: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """:meth:`_pieces` without blocking the event loop (the model runs in a worker thread)."""
+        async for piece in self.compressor.astream(prompt, **self._gen_kwargs(stop, **kwargs)):
+            chunk = self._chunk(piece)
+            if run_manager and piece.text:
+                await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+            yield chunk
 
     @property
     def _model_name(self) -> str:

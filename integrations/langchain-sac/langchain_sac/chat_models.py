@@ -80,10 +80,7 @@ class ChatSAC(SACParams, BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> ChatResult:
-        out = self.compressor.generate(self._prompt(messages), **self._gen_kwargs(stop, **kwargs))
-        meta = response_metadata(out.usage, out.finish_reason, self._model_name)
-        msg = AIMessage(content=out.text, usage_metadata=usage_metadata(out.usage), response_metadata=meta)
-        return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": out.finish_reason})])
+        return self._result(self.compressor.generate(self._prompt(messages), **self._gen_kwargs(stop, **kwargs)))
 
     def _stream(
         self,
@@ -92,11 +89,7 @@ class ChatSAC(SACParams, BaseChatModel):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for piece in self.compressor.stream(self._prompt(messages), **self._gen_kwargs(stop, **kwargs)):
-            chunk = self._chunk(piece)
-            if run_manager and piece.text:
-                run_manager.on_llm_new_token(piece.text, chunk=chunk)
-            yield chunk
+        yield from self._pieces(self._prompt(messages), stop, run_manager, **kwargs)
 
     async def _astream(
         self,
@@ -105,10 +98,7 @@ class ChatSAC(SACParams, BaseChatModel):
         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for piece in self.compressor.astream(self._prompt(messages), **self._gen_kwargs(stop, **kwargs)):
-            chunk = self._chunk(piece)
-            if run_manager and piece.text:
-                await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+        async for chunk in self._apieces(self._prompt(messages), stop, run_manager, **kwargs):
             yield chunk
 
     async def _agenerate(
@@ -118,7 +108,9 @@ class ChatSAC(SACParams, BaseChatModel):
         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> ChatResult:
-        out = await self.compressor.agenerate(self._prompt(messages), **self._gen_kwargs(stop, **kwargs))
+        return self._result(await self.compressor.agenerate(self._prompt(messages), **self._gen_kwargs(stop, **kwargs)))
+
+    def _result(self, out: Any) -> ChatResult:
         meta = response_metadata(out.usage, out.finish_reason, self._model_name)
         msg = AIMessage(content=out.text, usage_metadata=usage_metadata(out.usage), response_metadata=meta)
         return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": out.finish_reason})])

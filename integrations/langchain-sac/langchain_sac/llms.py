@@ -53,11 +53,7 @@ class SACLLM(SACParams, BaseLLM):
         run_manager: Optional[CallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        for piece in self.compressor.stream(prompt, **self._gen_kwargs(stop, **kwargs)):
-            chunk = self._chunk(piece)
-            if run_manager and piece.text:
-                run_manager.on_llm_new_token(piece.text, chunk=chunk)
-            yield chunk
+        yield from self._pieces(prompt, stop, run_manager, **kwargs)
 
     async def _astream(
         self,
@@ -66,10 +62,7 @@ class SACLLM(SACParams, BaseLLM):
         run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        async for piece in self.compressor.astream(prompt, **self._gen_kwargs(stop, **kwargs)):
-            chunk = self._chunk(piece)
-            if run_manager and piece.text:
-                await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+        async for chunk in self._apieces(prompt, stop, run_manager, **kwargs):
             yield chunk
 
     async def _agenerate(
