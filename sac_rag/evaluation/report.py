@@ -86,10 +86,10 @@ def _f1_plot(results: list[dict], out: Path) -> str | None:
     import matplotlib.pyplot as plt
 
     points = defaultdict(list)
-    for r in results:
+    for r in results:  # one setting (gold passage only), one line per method and shot count
         ratio = r["summary"].get("reached_ratio")
-        if ratio:
-            points[r["config"]["method"]].append((ratio, r["summary"]["f1"]))
+        if ratio and r["config"]["passages"] == 1:
+            points[f"{r['config']['method']}, {r['config']['shots']}-shot"].append((ratio, r["summary"]["f1"]))
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -100,7 +100,7 @@ def _f1_plot(results: list[dict], out: Path) -> str | None:
     ax.set_xlabel("compression ratio reached (base-model tokens)")
     ax.set_ylabel("F1")
     ax.legend()
-    ax.set_title("F1 against the ratio each method reached")
+    ax.set_title("F1 against the ratio each method reached (gold passage only)")
     fig.tight_layout()
     fig.savefig(out / "f1_vs_ratio.png", dpi=120)
     plt.close(fig)
