@@ -56,6 +56,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         info = sac.adapter_info
         print(f"Adapter: {sac.adapter_path} (trained: {info.get('stage', '?')} stage, {info.get('step', '?')} steps, "
               f"{info.get('items', '?')} examples)")
+        if info.get("status"):
+            print(f"  status: {info['status']}")
     else:
         print("Adapter: UNTRAINED. No trained adapter ships for this model and ratio yet: the anchors are not trained "
               "to carry their passages, so SAC answers below are expected to be wrong. Full context is shown beside them.")
