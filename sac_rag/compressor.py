@@ -62,7 +62,7 @@ class SACCompressor:
         store: KVStore | None = None,
         *,
         on_unknown: str = "raise",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_refs: int = 100_000,
         secret: bytes | None = None,
     ) -> None:
@@ -75,6 +75,8 @@ class SACCompressor:
         self.model = model
         self.store = store if store is not None else KVStore()
         self.on_unknown = on_unknown
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+            raise InvalidInputError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
         self.batch_size = batch_size
         self._codec = MarkerCodec(secret)
         self._refs: OrderedDict[str, tuple[str, str]] = OrderedDict()  # ref -> (store key, passage text)
@@ -138,7 +140,7 @@ class SACCompressor:
     def precompress(self, texts: Sequence[str], *, progress: bool = True) -> list[CompressedPassage]:
         """Compress a corpus at indexing time, with a progress bar; already-stored passages are skipped."""
         out: list[CompressedPassage] = []
-        step = max(1, self.batch_size * 8)
+        step = max(8, (self.batch_size or 1) * 8)
         bar = None
         if progress:
             from tqdm.auto import tqdm

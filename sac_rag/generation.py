@@ -118,6 +118,10 @@ class DecoderContext:
     bos_id: int | None
     eos_ids: frozenset[int]
     decoder_mode: Callable[[], contextlib.AbstractContextManager]
+    # The BOS sink's per-layer (key, value) at position 0, the same for every prompt: filled on first use and
+    # reused when BOS would otherwise be a forward pass of its own (a prompt that opens with a KV segment).
+    # None: no reuse, BOS runs through the model every time.
+    bos_cache: dict | None = None
 
 
 @dataclass
@@ -181,6 +185,29 @@ def _append_kv(ctx: DecoderContext, state: _State, kv: AnchorKV, dtype: torch.dt
     state.pinned = torch.cat([state.pinned, torch.ones(kv.num_anchors, dtype=torch.bool, device=device)])
 
 
+def _bos_kv(ctx: DecoderContext, device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The BOS token's per-layer KV at position 0, computed once per device and dtype (the decoder is frozen)."""
+    from transformers import DynamicCache
+
+    key = (str(device), dtype)
+    if key in ctx.bos_cache:
+        return ctx.bos_cache[key]
+    embed = ctx.model.get_input_embeddings()
+    state = _State(cache=DynamicCache(), pos=torch.zeros(0, dtype=torch.long, device=device),
+                   pinned=torch.zeros(0, dtype=torch.bool, device=device), next_pos=0)
+    with torch.no_grad():
+        _forward(ctx, state, embed(torch.tensor([[ctx.bos_id]], device=device)), [0], keep=0)
+    layers = [(k.detach().clone(), v.detach().clone()) for k, v in _cache_layers(state.cache)]
+    ctx.bos_cache[key] = layers
+    return layers
+
+
+def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
 def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) -> _State:
     """Feed the prompt; ``state.logits`` holds the last ``keep`` positions' logits (training reads several)."""
     from transformers import DynamicCache
@@ -229,6 +256,13 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
                 )
             if seg.num_layers != len(ctx.masks.layer_types):
                 raise KVMismatchError(f"segment {i} has {seg.num_layers} layers, the model {len(ctx.masks.layer_types)}")
+            if ctx.bos_cache is not None and ctx.bos_id is not None and run_ids == [ctx.bos_id] and run_pos == [0] and state.pos.numel() == 0:
+                for layer, (k, v) in enumerate(_bos_kv(ctx, device, dtype)):  # same values, no forward pass
+                    state.cache.update(k, v, layer)
+                state.pos = torch.zeros(1, dtype=torch.long, device=device)
+                state.pinned = torch.zeros(1, dtype=torch.bool, device=device)
+                run_ids.clear()
+                run_pos.clear()
             flush()
             _append_kv(ctx, state, seg.placed_at(cur), dtype)
             state.anchors += seg.num_anchors

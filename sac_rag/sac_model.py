@@ -54,6 +54,18 @@ def shipped_adapter(ratio: int) -> Path | None:
     return path if (path / "sac_adapter.json").exists() else None
 
 
+def _length_batches(order: list[int], lengths: list[int], batch_size: int, min_fill: float = 0.75) -> list[list[int]]:
+    """Cut ``order`` (longest first) into batches of at most ``batch_size``; an item shorter than ``min_fill``
+    of its batch's first (longest) item starts a new batch, which bounds the padding."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and lengths[i] >= min_fill * lengths[batches[-1][0]]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class SACModel:
     """Compress passages into anchor KV and generate from text and KV segments.
 
@@ -70,6 +82,7 @@ class SACModel:
         self.tokenizer = tokenizer
         self.source = source or getattr(model.config, "name_or_path", None) or type(model).__name__
         self._lock = threading.RLock()
+        self._bos_cache: dict = {}  # the BOS sink's KV per (device, dtype): see generation._bos_kv
         for p in model.parameters():
             p.requires_grad_(False)
         self.base_fingerprint = model_fingerprint(model)
@@ -308,11 +321,22 @@ class SACModel:
         """Compress one passage (split into sub-contexts as needed) into anchor KV."""
         return self.compress_batch([text])[0]
 
-    def compress_batch(self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False) -> list[AnchorKV]:
-        """Compress passages, each on its own, batching their sub-contexts; same result as one by one."""
+    @property
+    def default_batch_size(self) -> int:
+        """Sub-contexts per encoder batch when none is given: 1 on a CPU, where padded batches measured slower
+        than one sub-context at a time (docs/benchmarks.md), 8 on an accelerator."""
+        return 1 if self.device.type == "cpu" else 8
+
+    def compress_batch(self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False) -> list[AnchorKV]:
+        """Compress passages, each on its own, batching their sub-contexts; same result as one by one.
+
+        ``batch_size`` defaults to :attr:`default_batch_size`. Sub-contexts are batched by length, and one much
+        shorter than the longest in its batch starts a new batch, so padding never doubles the work."""
         if isinstance(texts, (str, bytes, bytearray)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"compress_batch takes a list of strings, got {type(texts).__name__}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size is None:
+            batch_size = self.default_batch_size
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         token_lists = [self._passage_ids(t, i) for i, t in enumerate(texts)]
         with torch.inference_mode():
@@ -322,15 +346,16 @@ class SACModel:
             for kv, text in zip(kvs, texts)
         ]
 
-    def encode_ids(self, token_lists: Sequence[Sequence[int]], *, batch_size: int = 8, progress: bool = False) -> list[AnchorKV]:
+    def encode_ids(self, token_lists: Sequence[Sequence[int]], *, batch_size: int | None = None, progress: bool = False) -> list[AnchorKV]:
         """Encode already-tokenized passages (template included). Differentiable when grad is enabled (training)."""
         items = []  # (passage index, ChunkInput)
         for p, ids in enumerate(token_lists):
             for chunk in plan_chunks(self.config, len(ids)):
                 items.append((p, ChunkInput(list(ids[chunk.start : chunk.start + chunk.length]), chunk)))
+        batch_size = batch_size or self.default_batch_size
         order = sorted(range(len(items)), key=lambda i: -items[i][1].chunk.length)  # similar lengths share a batch
         results: list = [None] * len(items)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = _length_batches(order, [items[i][1].chunk.length for i in range(len(items))], batch_size)
         if progress:
             from tqdm.auto import tqdm
 
@@ -400,6 +425,7 @@ class SACModel:
             bos_id=self.bos_id,
             eos_ids=self.eos_ids,
             decoder_mode=self.decoder_mode,
+            bos_cache=self._bos_cache,
         )
 
     def generate(

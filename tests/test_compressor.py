@@ -138,6 +138,9 @@ def test_compress_rejects_non_lists_of_strings(comp, bad):
 def test_constructor_validates(llama):
     with pytest.raises(InvalidInputError):
         SACCompressor(llama, on_unknown="ignore")
+    for bad in (0, -1, 2.5, "8", True):
+        with pytest.raises(InvalidInputError, match="batch_size"):
+            SACCompressor(llama, batch_size=bad)
 
 
 # ---- segments ------------------------------------------------------------------------------------

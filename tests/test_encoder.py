@@ -91,6 +91,28 @@ def test_compress_batch_equals_one_by_one(make_sac, arch, batch_size):
         assert got.content_hash == want.content_hash
 
 
+def test_length_batches_bound_the_padding():
+    from sac_rag.sac_model import _length_batches
+
+    lengths = [510, 2, 500, 400, 380, 100, 90]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = _length_batches(order, lengths, batch_size=8)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    # every item is at least 3/4 of its batch's longest: the 2-token tail of a 512-token passage is never padded to 510
+    assert all(lengths[i] >= 0.75 * lengths[b[0]] for b in batches for i in b)
+    assert [[lengths[i] for i in b] for b in batches] == [[510, 500, 400], [380], [100, 90], [2]]
+    assert all(len(b) <= 2 for b in _length_batches(order, lengths, batch_size=2))
+    assert _length_batches(order, lengths, batch_size=1) == [[i] for i in order]
+
+
+def test_default_batch_size_is_per_device(make_sac):
+    sac = make_sac("llama", ratio=3)
+    assert sac.device.type == "cpu" and sac.default_batch_size == 1
+    texts = [text_of_length(n, salt=i) for i, n in enumerate([40, 600])]
+    for got, want in zip(sac.compress_batch(texts), sac.compress_batch(texts, batch_size=8)):
+        assert close(got.keys, want.keys) and close(got.values, want.values)
+
+
 def test_compress_is_deterministic_and_content_hashed(make_sac):
     sac = make_sac("llama")
     a, b, c = sac.compress_batch(["same text", "same text", "other text"])

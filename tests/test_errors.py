@@ -69,6 +69,8 @@ def test_compress_batch_argument_checks(sac):
         sac.compress_batch("a single string, not a list")
     with pytest.raises(InvalidInputError):
         sac.compress_batch(["ok"], batch_size=0)
+    with pytest.raises(InvalidInputError):
+        sac.compress_batch(["ok"], batch_size=True)
     assert sac.compress_batch([]) == []
 
 

@@ -100,6 +100,23 @@ def test_a_run_of_kvs_equals_their_concatenation(make_sac, arch):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_reused_bos_kv_changes_nothing(make_sac, arch):
+    """A prompt opening with a KV segment reuses the BOS sink's stored KV instead of a forward pass of its own:
+    the logits are exactly those of running BOS through the model, and the entry is computed once."""
+    sac = make_sac(arch, ratio=3)
+    kv = sac.compress(text_of_length(90, 1))
+    with torch.inference_mode():
+        fresh = dataclasses.replace(sac._context(), bos_cache=None)  # no reuse: BOS runs every time
+        ref = _prefill(fresh, [kv, QUESTION]).logits.clone()
+    assert not sac._bos_cache
+    assert torch.equal(logits_of(sac, [kv, QUESTION]), ref)
+    assert len(sac._bos_cache) == 1
+    stored = sac._bos_cache[next(iter(sac._bos_cache))]
+    assert len(stored) == len(sac.masks.layer_types) and all(k.shape[-2] == 1 for k, _ in stored)
+    assert torch.equal(logits_of(sac, [kv, QUESTION]), ref)  # from the stored entry, untouched by the first use
+    assert torch.equal(logits_of(sac, [kv, QUESTION]), ref)
+
+
 def test_stored_start_does_not_matter(make_sac, arch):
     """Generation places every KV where it lands in the prompt, wherever it was stored."""
     sac = make_sac(arch, ratio=4)

@@ -155,13 +155,31 @@ def test_lm_stage_trains(base, data, tmp_path):
     assert json.loads((out / "latest" / "state.json").read_text())["items"] == 4
 
 
-def test_ratio_mismatch_with_init_adapter(base, data, tmp_path):
+def test_init_adapter_from_another_ratio(base, data, tmp_path):
+    """A 15x run may start from a 5x adapter: LoRA and [LM] copied, each anchor slot from the 5x slot at its position."""
+    out = tmp_path / "run"
+    src = train(config(base, data, out, steps=1, ratio=5), progress=False)
+    five = load(base, src)
+    adapter = train(config(base, data, tmp_path / "x15", steps=1, ratio=15, init_adapter=str(src), lr=0.0, emb_lr=0.0),
+                    progress=False)
+    fifteen = load(base, adapter)
+    assert fifteen.config.ratio == 15 and fifteen.config.anchor_slots == 34
+    # 15x anchors sit at 15j+7 in a sub-context, which is where 5x slot 3j+1 sits (5i+2)
+    assert torch.equal(fifteen.embeddings.anchor, five.embeddings.anchor[1::3][:34])
+    assert torch.equal(fifteen.embeddings.lm, five.embeddings.lm)
+    lora5 = {n: p for n, p in five.model.named_parameters() if "lora_" in n}
+    lora15 = {n: p for n, p in fifteen.model.named_parameters() if "lora_" in n}
+    assert lora5.keys() == lora15.keys() and all(torch.equal(lora5[n], lora15[n]) for n in lora5)
+    assert fifteen.trained
+
+
+def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):
     from sac_rag import ConfigError
 
-    out = tmp_path / "run"
-    adapter = train(config(base, data, out, steps=1, ratio=5), progress=False)
-    with pytest.raises(ConfigError, match="ratio"):
-        train(config(base, data, tmp_path / "other", steps=1, ratio=4, init_adapter=str(adapter)), progress=False)
+    adapter = train(config(base, data, tmp_path / "run", steps=1, ratio=5), progress=False)
+    with pytest.raises(ConfigError, match="more than the ratio"):
+        train(config(base, data, tmp_path / "other", steps=1, ratio=4, lora_rank=8, init_adapter=str(adapter)),
+              progress=False)
 
 
 @pytest.mark.parametrize("encoder_only", [False, True], ids=["all", "encoder-only"])

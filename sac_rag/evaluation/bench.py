@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BenchConfig", "run_bench", "machine_info"]
+__all__ = ["BenchConfig", "run_bench", "machine_info", "headline"]
 
 
 @dataclass
@@ -51,17 +51,24 @@ class BenchConfig:
             self.ks, self.ratios, self.lengths, self.repeats, self.decode_tokens = (1, 10), (5,), (256, 1024), 5, 16
 
 
-def _median_time(fn, repeats: int, setup=None) -> float:
-    times = []
-    fn_warm = fn if setup is None else (lambda: (setup(), fn()))
-    fn_warm()  # warm-up, not counted
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _median_times(fns: dict, repeats: int, setups: dict | None = None) -> dict[str, float]:
+    """Median seconds of each named function, measured interleaved (one round runs every function once, in a
+    rotating order) so that a slow spell of the machine falls on all of them alike."""
+    setups = setups or {}
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for n in names:  # warm-up, not counted
+        if n in setups:
+            setups[n]()
+        fns[n]()
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[: r % len(names)]:
+            if n in setups:
+                setups[n]()
+            t = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t)
+    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def machine_info() -> dict:
@@ -107,14 +114,16 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
                 chosen = passages[:k]
                 full_prompt = "".join(sac.config.template + p + "\n" for p in chosen).rstrip("\n") + question
                 tokens = len(sac.tokenize(full_prompt))
-                full = _median_time(lambda: sac.generate([full_prompt], max_new_tokens=1), cfg.repeats)
                 marked = mem.compress(chosen)
                 prompt = "".join(m.marker for m in marked) + question
-                warm = _median_time(lambda: mem.generate(prompt, max_new_tokens=1), cfg.repeats)
                 dprompt = "".join(m.marker for m in disk.compress(chosen)) + question
-                on_disk = _median_time(lambda: disk.generate(dprompt, max_new_tokens=1), cfg.repeats,
-                                       setup=disk.store.clear_memory)
-                cold = _median_time(lambda: sac.generate([*sac.compress_batch(chosen), question], max_new_tokens=1), cfg.repeats)
+                t = _median_times({
+                    "full": lambda: sac.generate([full_prompt], max_new_tokens=1),
+                    "memory": lambda: mem.generate(prompt, max_new_tokens=1),
+                    "disk": lambda: disk.generate(dprompt, max_new_tokens=1),
+                    "cold": lambda: sac.generate([*sac.compress_batch(chosen), question], max_new_tokens=1),
+                }, cfg.repeats, setups={"disk": disk.store.clear_memory})
+                full, warm, on_disk, cold = t["full"], t["memory"], t["disk"], t["cold"]
                 row = {"ratio": ratio, "k": k, "prompt_tokens_full": tokens, "full_s": full, "sac_memory_s": warm,
                        "sac_disk_s": on_disk, "sac_cold_s": cold, "speedup_memory": full / warm, "speedup_disk": full / on_disk,
                        "cold_vs_full": cold / full}
@@ -132,13 +141,13 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
             n_tokens = sum(len(i) for i in ids)
             inner = sac.model.get_decoder()
 
-            def prefill_all():
+            def prefill_all():  # what reading the same passages as text costs: the base model's prefill, cache kept
                 for i in ids:
                     inner(input_ids=torch.tensor([[sac.bos_id, *i]], device=sac.device), use_cache=True)
 
-            t_prefill = _median_time(prefill_all, cfg.repeats)
-            t_batched = _median_time(lambda: sac.compress_batch(batch, batch_size=8), cfg.repeats)
-            t_single = _median_time(lambda: [sac.compress(p) for p in batch], cfg.repeats)
+            t = _median_times({"prefill": prefill_all, "batched": lambda: sac.compress_batch(batch, batch_size=8),
+                               "single": lambda: [sac.compress(p) for p in batch]}, cfg.repeats)
+            t_prefill, t_batched, t_single = t["prefill"], t["batched"], t["single"]
             results["throughput"].append({
                 "ratio": ratio, "passages": len(batch), "tokens": n_tokens,
                 "prefill_tokens_per_s": n_tokens / t_prefill,
@@ -155,8 +164,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
             n = cfg.decode_tokens
 
             def decode_rate(run) -> float:
-                t1 = _median_time(lambda: run(1), cfg.repeats)
-                tn = _median_time(lambda: run(n), cfg.repeats)
+                t = _median_times({"one": lambda: run(1), "n": lambda: run(n)}, cfg.repeats)
+                t1, tn = t["one"], t["n"]
                 return (n - 1) / max(1e-9, tn - t1)
 
             kw = dict(temperature=0.0)
@@ -173,12 +182,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict:
                 fp = sac.config.template + piece + question
                 kvp = mem.compress([piece])
                 sp = "".join(m.marker for m in kvp) + question
-                results["scaling"].append({
-                    "ratio": ratio, "tokens": length,
-                    "full_s": _median_time(lambda: sac.generate([fp], max_new_tokens=1), cfg.repeats),
-                    "sac_memory_s": _median_time(lambda: mem.generate(sp, max_new_tokens=1), cfg.repeats),
-                    "sac_cold_s": _median_time(lambda: sac.generate([sac.compress(piece), question], max_new_tokens=1), cfg.repeats),
-                })
+                t = _median_times({
+                    "full_s": lambda: sac.generate([fp], max_new_tokens=1),
+                    "sac_memory_s": lambda: mem.generate(sp, max_new_tokens=1),
+                    "sac_cold_s": lambda: sac.generate([sac.compress(piece), question], max_new_tokens=1),
+                }, cfg.repeats)
+                results["scaling"].append({"ratio": ratio, "tokens": length, **t})
         stats = mem.store.stats()
         results.setdefault("store", []).append({"ratio": ratio, "hits": stats.hits, "misses": stats.misses})
 
@@ -234,6 +243,36 @@ def _plots(results: dict, out: Path) -> list[str]:
     return names
 
 
+def headline(results: dict, ratio: int = 5, k: int = 10) -> dict | None:
+    """The figures the issue's bar names, at ``ratio`` and ``k``: stored-KV and cold TTFT against full context,
+    compression throughput against a plain prefill (the better of batched and one by one), stored bytes."""
+    row = next((r for r in results["ttft"] if r["ratio"] == ratio and r["k"] == k), None)
+    tp = next((r for r in results["throughput"] if r["ratio"] == ratio), None)
+    mem = [r for r in results["memory"] if r["ratio"] == ratio]
+    if row is None or tp is None or not mem:
+        return None
+    return {"ratio": ratio, "k": k, "stored_speedup": row["speedup_memory"], "disk_speedup": row["speedup_disk"],
+            "cold_vs_full": row["cold_vs_full"], "compression_vs_prefill": max(tp["batched_vs_prefill"], tp["single_vs_prefill"]),
+            "bytes_ratio": max(r["bytes_ratio"] for r in mem)}
+
+
+def _bar_lines(results: dict) -> list[str]:
+    h = headline(results)
+    if h is None:
+        return []
+    ok = lambda good: "meets" if good else "misses"  # noqa: E731
+    return [
+        f"## Against the bar (ratio {h['ratio']}, k = {h['k']})", "",
+        "| figure | measured | bar | |", "|---|---|---|---|",
+        f"| time to first token, stored KV in memory vs full context | {h['stored_speedup']:.1f}x faster | >= 5x | {ok(h['stored_speedup'] >= 5)} |",
+        f"| time to first token, stored KV on disk vs full context | {h['disk_speedup']:.1f}x faster | >= 5x | {ok(h['disk_speedup'] >= 5)} |",
+        f"| time to first token, cold (compress at query time) / full | {h['cold_vs_full']:.2f} | <= 1.3 | {ok(h['cold_vs_full'] <= 1.3)} |",
+        f"| compression throughput / plain prefill | {h['compression_vs_prefill']:.2f} | >= 0.9 | {ok(h['compression_vs_prefill'] >= 0.9)} |",
+        f"| stored bytes / full KV (largest over k) | {h['bytes_ratio']:.3f} | <= {1 / h['ratio']:.3f} | {ok(h['bytes_ratio'] <= 1 / h['ratio'] + 1e-9)} |",
+        "",
+    ]
+
+
 def _write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = "benchmarks_quick" if results["config"]["quick"] else "benchmarks"
@@ -250,6 +289,7 @@ def _write(results: dict, out: Path) -> None:
         "Passages: the bundled demo corpus (SQuAD dev paragraphs, ~150 tokens each). Speed does not depend on whether "
         "the adapter is trained.",
         "",
+        *_bar_lines(results),
         "## Time to first token",
         "",
         "| ratio | k | full-context tokens | full (s) | SAC stored, memory (s) | speedup | SAC stored, disk (s) | speedup | SAC cold (s) | cold / full |",

@@ -18,13 +18,15 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..adapter import read_adapter
+from ..anchors import anchor_offsets
 from ..config import SACConfig
 from ..errors import ConfigError
 from ..generation import DecoderContext, _prefill
@@ -33,7 +35,7 @@ from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "item_loss", "item_stream"]
+__all__ = ["TrainConfig", "train", "item_loss", "item_stream", "init_from_other_ratio"]
 
 
 @dataclass
@@ -158,6 +160,29 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.T
     return torch.stack(losses).mean(), count
 
 
+def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
+    """Start ``sac`` (built for its own ratio) from an adapter trained at another ratio: the LoRA and the
+    ``[LM]`` embedding are copied as they are; each anchor slot takes the source slot that sat nearest to
+    its position in a full sub-context (so 15x slot j, at token 15j+7, takes 5x slot 3j+1, at 15j+7)."""
+    files = read_adapter(path)
+    mine, theirs = sac.config, files.config
+    same = {k: v for k, v in mine.to_dict().items() if k != "ratio"} == {k: v for k, v in theirs.to_dict().items() if k != "ratio"}
+    if not same:
+        raise ConfigError(f"adapter {path} differs from this run in more than the ratio: {theirs} vs {mine}")
+    if files.base_fingerprint != sac.base_fingerprint:
+        raise ConfigError(f"adapter {path} belongs to another base model ({files.meta.get('base_model')!r})")
+    anchor = files.embeddings["anchor"]
+    if mine.anchor_embedding == "per_slot":
+        src = anchor_offsets(theirs, mine.chunk_tokens)
+        dst = anchor_offsets(mine, mine.chunk_tokens)
+        pick = [min(range(len(src)), key=lambda i: abs(src[i] - d)) for d in dst]
+        anchor = anchor[pick]
+    files = replace(files, embeddings={**files.embeddings, "anchor": anchor})
+    sac._load_weights(files)
+    sac.adapter_info = {"trained": True, "init_from": str(path), "init_ratio": theirs.ratio}
+    sac._refresh_fingerprint()
+
+
 def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path) -> None:
     tmp = out / ".latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -203,7 +228,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         state = json.loads((latest / "state.json").read_text())
     elif cfg.init_adapter:
         adapter = cfg.init_adapter
-    if adapter is not None:
+    if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
+        sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+        init_from_other_ratio(sac, adapter)
+        adapter = None  # no optimizer state to restore
+    elif adapter is not None:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=adapter, dtype=cfg.dtype)
         if sac.config.ratio != cfg.ratio:
             raise ConfigError(f"adapter {adapter} is for ratio {sac.config.ratio}, the run for {cfg.ratio}")
