@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from importlib import resources
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -143,7 +144,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .evaluation.report import write_report
 
-    path = write_report(args.results, args.out, logs=args.log or [])
+    curves = args.curves if args.curves is not None else Path(args.results) / "curve"
+    path = write_report(args.results, args.out, logs=args.log or [], curve_dir=curves)
     print(f"wrote {path}")
     return 0
 
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate docs/results.md and plots from eval JSONs and training logs")
     p.add_argument("--results", required=True, help="directory of sac-rag eval --json files")
     p.add_argument("--log", action="append", help="a training log.jsonl (repeatable)")
+    p.add_argument("--curves", default=None, help="evals of training checkpoints on a held-out slice (default: RESULTS/curve)")
     p.add_argument("--out", default="docs")
     p.set_defaults(func=cmd_report)
 

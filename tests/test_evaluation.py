@@ -223,3 +223,29 @@ def test_llmlingua_baseline_runs_offline_and_reports_the_ratio_it_reached(squad)
         assert r["read_tokens"] > 0 and r["context_tokens"] > 0
     assert result["summary"]["reached_ratio"] == pytest.approx(
         sum(r["context_tokens"] for r in result["records"]) / sum(r["read_tokens"] for r in result["records"]), abs=0.01)
+
+
+def test_report_learning_curves(tmp_path):
+    """Checkpoint evals on the curve slice become a table and an F1-against-examples plot, one line per series."""
+    def record(method, f1, info=None, ratio=5):
+        return {"config": {"data": "/x/squad-part2.json", "method": method, "ratio": ratio, "shots": 0 if method == "sac" else 2,
+                           "passages": 1, "offset": 5000, "seed": 0, "limit": 100},
+                "summary": {"n": 100, "em": f1 / 2, "f1": f1, "rouge1": f1, "raw_em": 0.0, "reached_ratio": ratio,
+                            "seconds_per_q": 0.2, "adapter_info": info or {}}}
+    results = tmp_path / "evals"
+    curve = results / "curve"
+    curve.mkdir(parents=True)
+    points = {"a.json": record("sac", 10.0, {"trained": True, "stage": "qa", "ratio": 5, "step": 19, "items": 76}),
+              "b.json": record("sac", 19.6, {"trained": True, "stage": "qa", "ratio": 5, "step": 435, "items": 1740}),
+              "c.json": record("sac", 8.0, {"trained": True, "stage": "qa", "ratio": 15, "step": 50, "items": 200,
+                                            "init": "qa x5 step 700"}, ratio=15),
+              "full.json": record("full", 31.6)}
+    for name, data in points.items():
+        (curve / name).write_text(json.dumps(data))
+    text = write_report(results, tmp_path / "docs", curve_dir=curve).read_text()
+    assert "## Learning curves" in text and "questions 5000..5099" in text
+    assert "| sac 5x, qa stage | 76 | 19 | 5.0 | 10.0 | a.json |" in text
+    assert "| sac 5x, qa stage | 1,740 | 435 | 9.8 | 19.6 | b.json |" in text
+    assert "| sac 15x, qa stage (from qa x5 step 700) | 200 | 50 |" in text
+    assert "| full, 2-shot (no training) | | | | 31.6 | |" in text
+    assert (tmp_path / "docs" / "f1_vs_examples.png").read_bytes()[:4] == b"\x89PNG"

@@ -171,6 +171,7 @@ def test_init_adapter_from_another_ratio(base, data, tmp_path):
     lora15 = {n: p for n, p in fifteen.model.named_parameters() if "lora_" in n}
     assert lora5.keys() == lora15.keys() and all(torch.equal(lora5[n], lora15[n]) for n in lora5)
     assert fifteen.trained
+    assert fifteen.adapter_info["init"] == "qa x5 step 1"  # where the run started, kept in its checkpoints
 
 
 def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):

@@ -107,7 +107,64 @@ def _f1_plot(results: list[dict], out: Path) -> str | None:
     return "f1_vs_ratio.png"
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: list[str | Path] = ()) -> Path:
+def _curve(curve_dir: Path, out: Path) -> list[str]:
+    """F1 against training examples on the curve slice: one line per (method, ratio, stage) series, the text-reading
+    baselines evaluated on the same slice as horizontal lines."""
+    runs = _load(curve_dir)
+    if not runs:
+        return []
+    series: dict[str, list[tuple[int, float, dict]]] = defaultdict(list)
+    references: list[tuple[str, float]] = []
+    for r in runs:
+        info = r["summary"].get("adapter_info") or {}
+        cfg = r["config"]
+        if cfg["method"] not in ("sac", "full-ft") or not info.get("trained"):
+            references.append((_method_name(r), r["summary"]["f1"]))
+            continue
+        stage = info.get("stage", "?")
+        name = f"{cfg['method']} {info.get('ratio', cfg['ratio'])}x, {stage} stage" if cfg["method"] == "sac" else f"full-ft, {stage} stage"
+        if info.get("init"):
+            name += f" (from {info['init']})"
+        series[name].append((int(info.get("items", 0)), r["summary"]["f1"], r))
+    first = runs[0]["config"]
+    where = (f"{Path(first['data']).name}, questions {first.get('offset', 0)}..{first.get('offset', 0) + runs[0]['summary']['n'] - 1} "
+             f"of the seed-{first.get('seed', 0)} shuffle (disjoint from the results tables), gold passage only")
+    lines = ["## Learning curves", "", f"F1 against training examples, on {where}. "
+             "An example is one item of the stream: passages compressed once, with up to 4 questions (QA) or one continuation (LM).", "",
+             "| series | examples | step | EM | F1 | file |", "|---|---|---|---|---|---|"]
+    for name, pts in sorted(series.items()):
+        for items, f1, r in sorted(pts, key=lambda p: p[0]):
+            info = r["summary"]["adapter_info"]
+            lines.append(f"| {name} | {items:,} | {info.get('step', '')} | {r['summary']['em']:.1f} | {f1:.1f} | {r['_file']} |")
+    for name, f1 in references:
+        lines.append(f"| {name} (no training) | | | | {f1:.1f} | |")
+    lines.append("")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, pts in sorted(series.items()):
+        pts.sort(key=lambda p: p[0])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    for name, f1 in references:
+        ax.axhline(f1, linestyle="--", color="gray", linewidth=1)
+        ax.annotate(name, (0, f1), textcoords="offset points", xytext=(2, 3), fontsize=7, color="gray")
+    ax.set_xlabel("training examples in the stage")
+    ax.set_ylabel("F1")
+    ax.legend(fontsize=7)
+    ax.set_title("F1 against training examples")
+    fig.tight_layout()
+    fig.savefig(out / "f1_vs_examples.png", dpi=120)
+    plt.close(fig)
+    return lines + ["![f1_vs_examples.png](f1_vs_examples.png)", ""]
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: list[str | Path] = (),
+                 curve_dir: str | Path | None = None) -> Path:
+    """Write ``results.md`` (tables per data set and setting, plots) into ``out_dir``; ``curve_dir`` holds evals
+    of training checkpoints on a held-out slice, drawn as F1-against-examples curves."""
     results_dir, out = Path(results_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = _load(results_dir)
@@ -128,6 +185,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
             lines.append(f"| {_method_name(r)} | {s['em']:.1f} | {s['f1']:.1f} | {s['rouge1']:.1f} | {s['raw_em']:.1f} | "
                          f"{ratio} | {s['seconds_per_q']:.2f} | {r['_file']} |")
         lines.append("")
+    if curve_dir is not None and Path(curve_dir).is_dir():
+        lines += _curve(Path(curve_dir), out)
     for plot in (_f1_plot(results, out), _loss_curves([Path(p) for p in logs], out)):
         if plot:
             lines += [f"![{plot}]({plot})", ""]

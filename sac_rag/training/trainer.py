@@ -228,6 +228,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         state = json.loads((latest / "state.json").read_text())
     elif cfg.init_adapter:
         adapter = cfg.init_adapter
+        init_info = read_adapter(adapter).meta.get("info") or {}
+        # where this run started, kept in every checkpoint (reports name it)
+        state["init"] = f"{init_info.get('stage', 'adapter')} x{read_adapter(adapter).config.ratio} step {init_info.get('step', '?')}"
     if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
         init_from_other_ratio(sac, adapter)
