@@ -196,6 +196,8 @@ def test_write_report(sac, squad, tmp_path):
     assert "1.00x" in text  # full context's reached ratio
     assert "from 2 eval files" in text
     assert "## dev.json, gold passage only, 2 questions" in text
+    # each row comes with the command that reproduces it
+    assert "sac-rag eval --data " in text and "--method sac --ratio 5 --limit 2 --json sac.json" in text
     for png in ("f1_vs_ratio.png", "training_loss.png"):
         assert (docs / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{png}]({png})" in text

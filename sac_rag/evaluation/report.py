@@ -40,6 +40,35 @@ def _method_name(r: dict) -> str:
     return name + f", {cfg['shots']}-shot"
 
 
+def command(r: dict) -> str:
+    """The ``sac-rag eval`` command that reproduces a result (data under ``$DATA``, the shared data folder)."""
+    cfg = r["config"]
+    data = str(cfg["data"])
+    data = "$DATA/" + data.split("/data/", 1)[1] if "/data/" in data else data
+    parts = ["sac-rag eval", f"--data {data}"]
+    if cfg.get("fmt"):
+        parts.append(f"--format {cfg['fmt']}")
+    if cfg.get("parity"):
+        parts.append(f"--parity {cfg['parity']}")
+    parts.append(f"--method {cfg['method']}")
+    if cfg["method"] in ("sac", "truncate", "llmlingua", "full-ft") or cfg.get("ratio") not in (None, 5):
+        parts.append(f"--ratio {cfg['ratio']}")
+    if cfg.get("passages", 1) != 1:
+        parts.append(f"--passages {cfg['passages']}")
+    if cfg.get("shots"):
+        parts.append(f"--shots {cfg['shots']}")
+    adapter = r["summary"].get("adapter")
+    if adapter and adapter != "untrained" and "sac_rag/adapters/" not in str(adapter) and cfg["method"] in ("sac", "full-ft"):
+        parts.append(f"--adapter {adapter}")
+    if cfg.get("limit"):
+        parts.append(f"--limit {cfg['limit']}")
+    if cfg.get("offset"):
+        parts.append(f"--offset {cfg['offset']}")
+    if cfg.get("seed"):
+        parts.append(f"--seed {cfg['seed']}")
+    return " ".join(parts)
+
+
 def _loss_curves(logs: list[Path], out: Path) -> str | None:
     import matplotlib
 
@@ -184,7 +213,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
             ratio = f"{s['reached_ratio']:.2f}x" if s.get("reached_ratio") else "no context"
             lines.append(f"| {_method_name(r)} | {s['em']:.1f} | {s['f1']:.1f} | {s['rouge1']:.1f} | {s['raw_em']:.1f} | "
                          f"{ratio} | {s['seconds_per_q']:.2f} | {r['_file']} |")
-        lines.append("")
+        lines += ["", "Commands (`--limit 20` for a quick check):", "", "```bash"]
+        lines += [f"{command(r)} --json {r['_file']}" for r in sorted(rows, key=lambda r: -r["summary"]["f1"])]
+        lines += ["```", ""]
     if curve_dir is not None and Path(curve_dir).is_dir():
         lines += _curve(Path(curve_dir), out)
     for plot in (_f1_plot(results, out), _loss_curves([Path(p) for p in logs], out)):
