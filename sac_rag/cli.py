@@ -118,7 +118,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.qa import EvalConfig, evaluate
 
     cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
-                     passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed)
+                     passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed,
+                     llmlingua_segment=args.llmlingua_segment)
     if args.method == "full-ft" and not args.adapter:
         raise SystemExit("--method full-ft needs --adapter (a run of: sac-rag train --method full-ft)")
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["squad", "nq", "mrqa", "jsonl"], default=None)
     p.add_argument("--parity", choices=["even", "odd"], default=None, help="keep items by index parity (NQ split)")
     p.add_argument("--method", choices=["sac", "full", "truncate", "closed-book", "llmlingua", "full-ft"], default="sac")
+    p.add_argument("--llmlingua-segment", type=int, default=200,
+                   help="LLMLingua's iterative_size (its default 200; 30 lets it reach the asked ratio on short passages)")
     p.add_argument("--adapter", default=None)
     p.add_argument("--passages", type=int, default=1, help="1: gold only; k: gold among k-1 distractors")
     p.add_argument("--limit", type=int, default=200)

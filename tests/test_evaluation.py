@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 
 import pytest
 
@@ -225,6 +226,28 @@ def test_llmlingua_baseline_runs_offline_and_reports_the_ratio_it_reached(squad)
         assert r["read_tokens"] > 0 and r["context_tokens"] > 0
     assert result["summary"]["reached_ratio"] == pytest.approx(
         sum(r["context_tokens"] for r in result["records"]) / sum(r["read_tokens"] for r in result["records"]), abs=0.01)
+
+
+@pytest.mark.slow
+def test_llmlingua_question_is_not_context_and_short_segments_reach_the_ratio():
+    """The question conditions LLMLingua but is not appended to the context (it would count as context and be
+    asked twice); segments of 30 tokens compress a ~150-token paragraph far more than LLMLingua's default 200."""
+    import warnings
+
+    from sac_rag.evaluation.llmlingua_baseline import LLMLinguaCompressor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sac = SACModel.from_pretrained(adapter=None)
+        compressor = LLMLinguaCompressor()
+    passage = json.loads(resources.files("sac_rag").joinpath("data/demo_corpus.json").read_text())["passages"][0]["text"]
+    question = "Which country gave its name to Normandy?"
+    default = compressor.compress([passage], question, 5)
+    short = compressor.compress([passage], question, 5, segment=30)
+    assert question not in default and question not in short
+    n = len(sac.tokenize(passage))
+    assert len(sac.tokenize(short)) < 0.5 * len(sac.tokenize(default)) <= 0.5 * n
+    assert n / len(sac.tokenize(short)) > 3
 
 
 def test_report_learning_curves(tmp_path):

@@ -53,12 +53,15 @@ class EvalConfig:
     shots: int = 0
     seed: int = 0
     max_new_tokens: int = 24
+    llmlingua_segment: int = 200  # LLMLingua's iterative_size; its default is 200 (see llmlingua_baseline)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InvalidInputError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.passages < 1:
             raise InvalidInputError("passages must be >= 1")
+        if self.llmlingua_segment < 1:
+            raise InvalidInputError("llmlingua_segment must be >= 1")
 
 
 def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
@@ -100,7 +103,7 @@ def _llmlingua():
     return _LLMLINGUA
 
 
-def _segments(sac, method: str, question: str, passages: list[str], shots: list[dict], ratio: int):
+def _segments(sac, method: str, question: str, passages: list[str], shots: list[dict], ratio: int, segment: int = 200):
     """Prompt segments for one question, and how many context tokens the method reads."""
     template = sac.config.template
     segs: list = []
@@ -120,7 +123,7 @@ def _segments(sac, method: str, question: str, passages: list[str], shots: list[
     if method == "closed-book":
         return [*segs, q.lstrip("\n")], 0
     if method == "llmlingua":
-        passages = [_llmlingua().compress(passages, question, ratio)]
+        passages = [_llmlingua().compress(passages, question, ratio, segment=segment)]
     texts = []
     for p in passages:
         ids = sac.tokenize(template + p)
@@ -144,7 +147,7 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
     for e, passages in iterator:
         t = time.perf_counter()
         method = "full" if cfg.method == "full-ft" else cfg.method
-        segs, read = _segments(sac, method, e.question, passages, shots, cfg.ratio)
+        segs, read = _segments(sac, method, e.question, passages, shots, cfg.ratio, cfg.llmlingua_segment)
         if cfg.method == "full-ft":  # the fine-tuned reader: generate with the LoRA on
             ctx = sac._context()
             ctx.decoder_mode = sac.encoder_mode

@@ -32,8 +32,10 @@ def _load(results_dir: Path) -> list[dict]:
 def _method_name(r: dict) -> str:
     cfg = r["config"]
     name = cfg["method"]
-    if name in ("sac", "truncate"):
+    if name in ("sac", "truncate", "llmlingua"):
         name += f" {cfg['ratio']}x"
+    if name.startswith("llmlingua") and cfg.get("llmlingua_segment", 200) != 200:
+        name += f" (segments of {cfg['llmlingua_segment']})"
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
@@ -57,6 +59,8 @@ def command(r: dict) -> str:
         parts.append(f"--passages {cfg['passages']}")
     if cfg.get("shots"):
         parts.append(f"--shots {cfg['shots']}")
+    if cfg["method"] == "llmlingua" and cfg.get("llmlingua_segment", 200) != 200:
+        parts.append(f"--llmlingua-segment {cfg['llmlingua_segment']}")
     adapter = r["summary"].get("adapter")
     if adapter and adapter != "untrained" and "sac_rag/adapters/" not in str(adapter) and cfg["method"] in ("sac", "full-ft"):
         parts.append(f"--adapter {adapter}")
