@@ -224,3 +224,21 @@ def test_overfits_one_item(tmp_path, encoder_only):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert min(losses[-3:]) < 0.85 * losses[0], losses
+
+
+def test_lr_schedule_warmup_constant_decay(tmp_path):
+    from sac_rag import ConfigError
+    from sac_rag.training.trainer import lr_scale
+
+    cfg = TrainConfig(stage="qa", qa_data=("x",), steps=10, warmup=2, decay_steps=4, out_dir=str(tmp_path))
+    assert [lr_scale(cfg, s) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    flat = TrainConfig(stage="qa", qa_data=("x",), steps=10, warmup=1, out_dir=str(tmp_path))
+    assert [lr_scale(flat, s) for s in range(10)] == [1.0] * 10
+    with pytest.raises(ConfigError, match="decay_steps"):
+        TrainConfig(stage="qa", qa_data=("x",), steps=10, decay_steps=11, out_dir=str(tmp_path))
+
+
+def test_decay_reaches_the_optimizer(base, data, tmp_path):
+    out = tmp_path / "run"
+    train(config(base, data, out, steps=3, warmup=1, decay_steps=2, lr=1e-3), progress=False)
+    assert [r["lr"] for r in log_lines(out)] == pytest.approx([1e-3, 1e-3, 5e-4])

@@ -58,6 +58,7 @@ class TrainConfig:
     lr: float = 1e-4
     emb_lr: float = 1e-3
     warmup: int = 30
+    decay_steps: int = 0  # linear decay of the learning rate to zero over the last decay_steps of `steps` (0: constant)
     clip: float = 2.0
     max_distractors: int = 4
     max_questions: int = 4  # questions about the same passages decoded from one compression
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ConfigError("stage 'qa' needs qa_data")
         if self.stage == "lm" and not (self.text_data or self.qa_data):
             raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
+        if not 0 <= self.decay_steps <= self.steps:
+            raise ConfigError(f"decay_steps must be in [0, steps={self.steps}], got {self.decay_steps}")
         bad = set(self.prompt_shapes) - set(PROMPT_SHAPES)
         if bad:
             raise ConfigError(f"unknown prompt shapes {sorted(bad)}; known: {PROMPT_SHAPES}")
@@ -183,6 +186,15 @@ def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
     sac._refresh_fingerprint()
 
 
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup, constant, then (with
+    ``decay_steps``) a linear decay that reaches zero after the last step."""
+    scale = min(1.0, (step + 1) / max(1, cfg.warmup))
+    if cfg.decay_steps and step >= cfg.steps - cfg.decay_steps:
+        scale *= (cfg.steps - step) / cfg.decay_steps
+    return scale
+
+
 def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path) -> None:
     tmp = out / ".latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -253,7 +265,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     def set_lr(step: int) -> None:
-        scale = min(1.0, (step + 1) / max(1, cfg.warmup))
+        scale = lr_scale(cfg, step)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
 
