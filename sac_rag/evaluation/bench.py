@@ -289,6 +289,12 @@ def _write(results: dict, out: Path) -> None:
         "Passages: the bundled demo corpus (SQuAD dev paragraphs, ~150 tokens each). Speed does not depend on whether "
         "the adapter is trained.",
         "",
+        "What is timed: *full* is our decoder reading the passages as text (the base model's own prefill, BOS + "
+        "template + passages + question) up to the first token; *SAC stored* reads each passage's stored anchor KV "
+        "(from the in-memory store, or from the directory store after its memory cache was cleared, checksums "
+        "verified); *SAC cold* compresses the passages at query time and then answers. *Plain prefill* is the base "
+        "model's forward pass over the same passages with its KV cache kept, the work SAC compression replaces.",
+        "",
         *_bar_lines(results),
         "## Time to first token",
         "",
