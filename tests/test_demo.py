@@ -1,0 +1,25 @@
+"""`sac-rag demo` end to end on the embedded models (slow): index, precompress, answer with SAC and full context."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sac_rag.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_and_reads_every_passage_from_the_store(capsys):
+    assert main(["demo", "--questions", "2", "--no-disk"]) == 0
+    out = capsys.readouterr().out
+    assert "Adapter: " in out and "UNTRAINED" not in out  # the shipped 5x adapter
+    assert "Indexed 40 passages" in out
+    assert re.search(r"Precompressed: 40 compressed now, 0 already in the store \(memory\)", out)
+    assert out.count("   SAC : ") == 2 and out.count("   full: ") == 2
+    first = re.search(r"Median time to first token: SAC ([\d.]+) s, full context ([\d.]+) s", out)
+    assert first and float(first.group(1)) > 0 and float(first.group(2)) > 0
+    # the 2 questions' passages were all found in the store: hits, and no misses beyond the 40 precompressed
+    hits, misses = map(int, re.search(r"\((\d+) hits, (\d+) misses\)", out).groups())
+    assert misses == 40 and hits >= 2 * 3
