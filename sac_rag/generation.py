@@ -189,7 +189,8 @@ def _bos_kv(ctx: DecoderContext, device, dtype) -> list[tuple[torch.Tensor, torc
     """The BOS token's per-layer KV at position 0, computed once per device and dtype (the decoder is frozen)."""
     from transformers import DynamicCache
 
-    key = (str(device), dtype)
+    # Tensors made under inference_mode must not enter an autograd graph (training), so each mode keeps its own.
+    key = (str(device), dtype, torch.is_inference_mode_enabled())
     if key in ctx.bos_cache:
         return ctx.bos_cache[key]
     embed = ctx.model.get_input_embeddings()

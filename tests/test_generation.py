@@ -348,3 +348,16 @@ def test_usage_counts(make_sac):
     answer = sac.answer("what?", texts, max_new_tokens=4)
     assert answer.usage.anchors == u.anchors and answer.usage.context_tokens == u.context_tokens
     assert "\n" not in answer.text
+
+
+def test_reused_bos_kv_from_inference_does_not_break_training(make_sac):
+    """A KV-first prompt decoded under inference_mode, then a differentiable one (training): no inference tensor
+    reaches the autograd graph, and gradients flow to the encoder."""
+    sac = make_sac("llama", ratio=3)
+    text = text_of_length(60, 3)
+    logits_of(sac, [sac.compress(text), QUESTION])  # fills the inference-mode entry
+    ids = [sac.tokenize(sac.config.template + text)]
+    kv = sac.encode_ids(ids, batch_size=1)[0]  # grad enabled: differentiable
+    state = _prefill(sac._context(), [kv, QUESTION], keep=1)
+    state.logits.float().logsumexp(-1).backward()
+    assert sac.embeddings.anchor.grad is not None and torch.isfinite(sac.embeddings.anchor.grad).all()
