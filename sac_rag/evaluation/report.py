@@ -73,6 +73,20 @@ def command(r: dict) -> str:
     return " ".join(parts)
 
 
+def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, legend_size: int = 7) -> str:
+    """Label, lay out, save and close a figure; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
 def _loss_curves(logs: list[Path], out: Path) -> str | None:
     import matplotlib
 
@@ -102,14 +116,8 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("training examples")
-    ax.set_ylabel("loss (target tokens)")
-    ax.legend(fontsize=7)
-    ax.set_title("Training loss")
-    fig.tight_layout()
-    fig.savefig(out / "training_loss.png", dpi=120)
-    plt.close(fig)
-    return "training_loss.png"
+    return _finish(fig, ax, out / "training_loss.png", xlabel="training examples", ylabel="loss (target tokens)",
+                   title="Training loss")
 
 
 def _f1_plot(results: list[dict], out: Path) -> str | None:
@@ -130,14 +138,8 @@ def _f1_plot(results: list[dict], out: Path) -> str | None:
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
     ax.set_xscale("log")
-    ax.set_xlabel("compression ratio reached (base-model tokens)")
-    ax.set_ylabel("F1")
-    ax.legend()
-    ax.set_title("F1 against the ratio each method reached (gold passage only)")
-    fig.tight_layout()
-    fig.savefig(out / "f1_vs_ratio.png", dpi=120)
-    plt.close(fig)
-    return "f1_vs_ratio.png"
+    return _finish(fig, ax, out / "f1_vs_ratio.png", xlabel="compression ratio reached (base-model tokens)", ylabel="F1",
+                   title="F1 against the ratio each method reached (gold passage only)", legend_size=10)
 
 
 def _curve(curve_dir: Path, out: Path) -> list[str]:
@@ -184,13 +186,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
     for name, f1 in references:
         ax.axhline(f1, linestyle="--", color="gray", linewidth=1)
         ax.annotate(name, (0, f1), textcoords="offset points", xytext=(2, 3), fontsize=7, color="gray")
-    ax.set_xlabel("training examples in the stage")
-    ax.set_ylabel("F1")
-    ax.legend(fontsize=7)
-    ax.set_title("F1 against training examples")
-    fig.tight_layout()
-    fig.savefig(out / "f1_vs_examples.png", dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, out / "f1_vs_examples.png", xlabel="training examples in the stage", ylabel="F1",
+            title="F1 against training examples")
     return lines + ["![f1_vs_examples.png](f1_vs_examples.png)", ""]
 
 
