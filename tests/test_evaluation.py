@@ -264,13 +264,19 @@ def test_report_learning_curves(tmp_path):
               "b.json": record("sac", 19.6, {"trained": True, "stage": "qa", "ratio": 5, "step": 435, "items": 1740}),
               "c.json": record("sac", 8.0, {"trained": True, "stage": "qa", "ratio": 15, "step": 50, "items": 200,
                                             "init": "qa x5 step 700"}, ratio=15),
+              "d.json": record("sac", 24.0, {"trained": True, "stage": "qa", "ratio": 5, "step": 100, "items": 400,
+                                             "elapsed_s": 1800.0, "recipe": "<=1 distractors",
+                                             "before": {"items": 4000, "elapsed_s": 9000.0}}),
               "full.json": record("full", 31.6)}
     for name, data in points.items():
         (curve / name).write_text(json.dumps(data))
     text = write_report(results, tmp_path / "docs", curve_dir=curve).read_text()
     assert "## Learning curves" in text and "questions 5000..5099" in text
-    assert "| sac 5x, qa stage | 76 | 19 | 5.0 | 10.0 | a.json |" in text
-    assert "| sac 5x, qa stage | 1,740 | 435 | 9.8 | 19.6 | b.json |" in text
-    assert "| sac 15x, qa stage (from qa x5 step 700) | 200 | 50 |" in text
-    assert "| full, 2-shot (no training) | | | | 31.6 | |" in text
-    assert (tmp_path / "docs" / "f1_vs_examples.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| sac 5x, qa stage | 76 | 0.00 | 19 | 5.0 | 10.0 | a.json |" in text
+    assert "| sac 5x, qa stage | 1,740 | 0.00 | 435 | 9.8 | 19.6 | b.json |" in text
+    assert "| sac 15x, qa stage (from qa x5 step 700) | 200 | 0.00 | 50 |" in text
+    # a continued run is its own series, placed after the examples and hours of its init adapter
+    assert "| sac 5x, qa stage (<=1 distractors) | 4,400 | 3.00 | 100 | 12.0 | 24.0 | d.json |" in text
+    assert "| full, 2-shot (no training) | | | | | 31.6 | |" in text
+    for png in ("f1_vs_examples.png", "f1_vs_hours.png"):
+        assert (tmp_path / "docs" / png).read_bytes()[:4] == b"\x89PNG"

@@ -133,6 +133,14 @@ def test_train_resume_and_init_adapter(base, data, tmp_path, monkeypatch):
     restarted = load(base, out / "latest" / "adapter")
     assert restarted.adapter_fingerprint == resumed.adapter_fingerprint
     assert restarted.fingerprint == resumed.fingerprint != untrained.fingerprint
+    # the restarted run records the training already in its init adapter (3 items), so curves continue from there
+    assert restarted.adapter_info["before"]["items"] == 3 and restarted.adapter_info["before"]["tokens"] > 0
+    assert restarted.adapter_info["recipe"] == config(base, data, out, lr=0.0, emb_lr=0.0).recipe()
+
+    # a chain: a run from the restarted adapter counts both earlier runs
+    again = train(config(base, data, tmp_path / "again", steps=1, init_adapter=str(out / "latest" / "adapter")),
+                  progress=False)
+    assert load(base, again).adapter_info["before"]["items"] == 4
 
 
 def test_resume_false_starts_over(base, data, tmp_path):
@@ -172,6 +180,7 @@ def test_init_adapter_from_another_ratio(base, data, tmp_path):
     assert lora5.keys() == lora15.keys() and all(torch.equal(lora5[n], lora15[n]) for n in lora5)
     assert fifteen.trained
     assert fifteen.adapter_info["init"] == "qa x5 step 1"  # where the run started, kept in its checkpoints
+    assert fifteen.adapter_info["before"] == {"items": 0, "tokens": 0, "elapsed_s": 0.0}  # 5x training is not 15x's
 
 
 def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):

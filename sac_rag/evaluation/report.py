@@ -158,37 +158,46 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
             continue
         stage = info.get("stage", "?")
         name = f"{cfg['method']} {info.get('ratio', cfg['ratio'])}x, {stage} stage" if cfg["method"] == "sac" else f"full-ft, {stage} stage"
-        if info.get("init"):
+        before = info.get("before") or {}
+        if info.get("recipe"):  # a continued run: its own recipe, drawn from where its init adapter stood
+            name += f" ({info['recipe']})"
+        elif info.get("init"):
             name += f" (from {info['init']})"
-        series[name].append((int(info.get("items", 0)), r["summary"]["f1"], r))
+        hours = (before.get("elapsed_s", 0) + info.get("elapsed_s", 0)) / 3600
+        series[name].append((int(before.get("items", 0) + info.get("items", 0)), r["summary"]["f1"], r, hours))
     first = runs[0]["config"]
     where = (f"{Path(first['data']).name}, questions {first.get('offset', 0)}..{first.get('offset', 0) + runs[0]['summary']['n'] - 1} "
              f"of the seed-{first.get('seed', 0)} shuffle (disjoint from the results tables), gold passage only")
     lines = ["## Learning curves", "", f"F1 against training examples, on {where}. "
-             "An example is one item of the stream: passages compressed once, with up to 4 questions (QA) or one continuation (LM).", "",
-             "| series | examples | step | EM | F1 | file |", "|---|---|---|---|---|---|"]
+             "An example is one item of the stream: passages compressed once, with the questions its recipe allows (QA) "
+             "or one continuation (LM). A run continued from another counts the examples and hours of its init adapter "
+             "in the same stage. Hours: wall time of training on this machine (2 CPU cores, shared with evals at times).", "",
+             "| series | examples | training hours | step | EM | F1 | file |", "|---|---|---|---|---|---|---|"]
     for name, pts in sorted(series.items()):
-        for items, f1, r in sorted(pts, key=lambda p: p[0]):
+        for items, f1, r, hours in sorted(pts, key=lambda p: p[0]):
             info = r["summary"]["adapter_info"]
-            lines.append(f"| {name} | {items:,} | {info.get('step', '')} | {r['summary']['em']:.1f} | {f1:.1f} | {r['_file']} |")
+            lines.append(f"| {name} | {items:,} | {hours:.2f} | {info.get('step', '')} | {r['summary']['em']:.1f} | "
+                         f"{f1:.1f} | {r['_file']} |")
     for name, f1 in references:
-        lines.append(f"| {name} (no training) | | | | {f1:.1f} | |")
+        lines.append(f"| {name} (no training) | | | | | {f1:.1f} | |")
     lines.append("")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, pts in sorted(series.items()):
-        pts.sort(key=lambda p: p[0])
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
-    for name, f1 in references:
-        ax.axhline(f1, linestyle="--", color="gray", linewidth=1)
-        ax.annotate(name, (0, f1), textcoords="offset points", xytext=(2, 3), fontsize=7, color="gray")
-    _finish(fig, ax, out / "f1_vs_examples.png", xlabel="training examples in the stage", ylabel="F1",
-            title="F1 against training examples")
-    return lines + ["![f1_vs_examples.png](f1_vs_examples.png)", ""]
+    plots = []
+    for x, fname, xlabel in ((0, "f1_vs_examples.png", "training examples in the stage"),
+                             (3, "f1_vs_hours.png", "training hours in the stage (this CPU)")):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, pts in sorted(series.items()):
+            pts.sort(key=lambda p: p[0])
+            ax.plot([p[x] for p in pts], [p[1] for p in pts], "o-", label=name)
+        for name, f1 in references:
+            ax.axhline(f1, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(name, (0, f1), textcoords="offset points", xytext=(2, 3), fontsize=7, color="gray")
+        plots.append(_finish(fig, ax, out / fname, xlabel=xlabel, ylabel="F1", title=f"F1 against {xlabel.split(' in ')[0]}"))
+    return lines + [f"![{p}]({p})" for p in plots] + [""]
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: list[str | Path] = (),

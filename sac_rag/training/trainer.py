@@ -35,7 +35,7 @@ from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "item_loss", "item_stream", "init_from_other_ratio"]
+__all__ = ["TrainConfig", "train", "item_loss", "item_stream", "init_from_other_ratio", "prior_training"]
 
 
 @dataclass
@@ -90,6 +90,15 @@ class TrainConfig:
         if not self.out_dir:
             name = f"{self.stage}-x{self.ratio}" if self.method == "sac" else f"{self.method}-{self.stage}"
             self.out_dir = str(cache_dir() / "runs" / name)
+
+    def recipe(self) -> str:
+        """The settings that shape what is learned per example, as a short label for curves and model cards."""
+        parts = [f"lr {self.lr:g}/{self.emb_lr:g}", f"rank {self.lora_rank}"]
+        if self.stage == "qa":
+            parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
+        if self.decay_steps:
+            parts.append(f"decay over last {self.decay_steps} of {self.steps} steps")
+        return ", ".join(parts)
 
     def sac_config(self) -> SACConfig:
         return SACConfig(ratio=self.ratio, chunk_tokens=self.chunk_tokens, lora_rank=self.lora_rank,
@@ -226,6 +235,17 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
                 opt.state[p] = st
 
 
+def prior_training(adapter: str | os.PathLike, stage: str, ratio: int) -> dict[str, float]:
+    """Items, target tokens and seconds of ``stage`` training at ``ratio`` already in an init adapter (its own
+    counts plus those it recorded from its init), so a continued run's curve can be drawn from where it began.
+    An adapter of another stage or ratio counts as zero."""
+    info = read_adapter(adapter).meta.get("info") or {}
+    if info.get("stage") != stage or info.get("ratio", ratio) != ratio:
+        return {"items": 0, "tokens": 0, "elapsed_s": 0.0}
+    before = info.get("before") or {}
+    return {k: before.get(k, 0) + info.get(k, 0) for k in ("items", "tokens", "elapsed_s")}
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Run (or resume) a training run; returns the directory of the latest checkpoint's adapter."""
     if cfg.threads:
@@ -243,6 +263,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         init_info = read_adapter(adapter).meta.get("info") or {}
         # where this run started, kept in every checkpoint (reports name it)
         state["init"] = f"{init_info.get('stage', 'adapter')} x{read_adapter(adapter).config.ratio} step {init_info.get('step', '?')}"
+    state["recipe"] = cfg.recipe()
+    if cfg.init_adapter and "before" not in state:
+        state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
     if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
         init_from_other_ratio(sac, adapter)
