@@ -280,3 +280,27 @@ def test_report_learning_curves(tmp_path):
     assert "| full, 2-shot (no training) | | | | | 31.6 | |" in text
     for png in ("f1_vs_examples.png", "f1_vs_hours.png"):
         assert (tmp_path / "docs" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_command_reproduces_each_row():
+    """The command under a table names the data under $DATA, every non-default option, and an adapter outside the
+    package by a home-relative path (a fresh clone has it after running the training command)."""
+    from pathlib import Path
+
+    from sac_rag.evaluation.report import command
+
+    home = str(Path.home())
+    nq = {"config": {"data": "/work/shared/data/nq_open/nq-open-oracle.jsonl.gz", "fmt": "nq", "parity": "odd",
+                     "method": "full-ft", "ratio": 5, "passages": 5, "shots": 0, "limit": 200, "seed": 0},
+          "summary": {"adapter": f"{home}/.cache/sac-rag/runs/full-ft-qa/latest/adapter"}}
+    assert command(nq) == ("sac-rag eval --data $DATA/nq_open/nq-open-oracle.jsonl.gz --format nq --parity odd "
+                           "--method full-ft --ratio 5 --passages 5 "
+                           "--adapter ~/.cache/sac-rag/runs/full-ft-qa/latest/adapter --limit 200")
+    shipped = {"config": {"data": "/d/squad.json", "method": "sac", "ratio": 15, "passages": 1, "shots": 0, "limit": 500,
+                          "offset": 100},
+               "summary": {"adapter": "/x/sac_rag/adapters/gemma-3-270m-x15"}}
+    assert command(shipped) == "sac-rag eval --data /d/squad.json --method sac --ratio 15 --limit 500 --offset 100"
+    lingua = {"config": {"data": "/d/squad.json", "method": "llmlingua", "ratio": 15, "passages": 1, "shots": 2,
+                         "llmlingua_segment": 30}, "summary": {"adapter": "untrained"}}
+    assert command(lingua) == ("sac-rag eval --data /d/squad.json --method llmlingua --ratio 15 --shots 2 "
+                               "--llmlingua-segment 30")

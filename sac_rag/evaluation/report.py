@@ -63,7 +63,8 @@ def command(r: dict) -> str:
         parts.append(f"--llmlingua-segment {cfg['llmlingua_segment']}")
     adapter = r["summary"].get("adapter")
     if adapter and adapter != "untrained" and "sac_rag/adapters/" not in str(adapter) and cfg["method"] in ("sac", "full-ft"):
-        parts.append(f"--adapter {adapter}")
+        home = str(Path.home())
+        parts.append(f"--adapter {'~' + adapter[len(home):] if adapter.startswith(home + '/') else adapter}")
     if cfg.get("limit"):
         parts.append(f"--limit {cfg['limit']}")
     if cfg.get("offset"):
@@ -225,7 +226,8 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
             ratio = f"{s['reached_ratio']:.2f}x" if s.get("reached_ratio") else "no context"
             lines.append(f"| {_method_name(r)} | {s['em']:.1f} | {s['f1']:.1f} | {s['rouge1']:.1f} | {s['raw_em']:.1f} | "
                          f"{ratio} | {s['seconds_per_q']:.2f} | {r['_file']} |")
-        lines += ["", "Commands (`--limit 20` for a quick check):", "", "```bash"]
+        lines += ["", "Commands (`--limit 20` for a quick check; an `--adapter` outside the package is a training run's "
+                  "checkpoint, made by the `sac-rag train` command for it in `docs/TRAINING.md`):", "", "```bash"]
         lines += [f"{command(r)} --json {r['_file']}" for r in sorted(rows, key=lambda r: -r["summary"]["f1"])]
         lines += ["```", ""]
     if curve_dir is not None and Path(curve_dir).is_dir():
