@@ -196,6 +196,7 @@ def test_write_report(sac, squad, tmp_path):
     assert any("sac.json" in line for line in rows) and any("full.json" in line for line in rows)
     assert "1.00x" in text  # full context's reached ratio
     assert "from 2 eval files" in text
+    assert f"`sac-rag report --results {results} --log {run / 'log.jsonl'} --out {docs}`" in text  # how to redo it
     assert "## dev.json, gold passage only, 2 questions" in text
     # each row comes with the command that reproduces it
     assert "sac-rag eval --data " in text and "--method sac --ratio 5 --limit 2 --json sac.json" in text

@@ -216,7 +216,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
              "EM/F1: SQuAD-normalized, max over gold answers; ROUGE-1 and raw EM: against the first gold answer (the "
              "paper's metrics). Reached ratio: context tokens / tokens the method read (base-model tokens). s/question: "
              "wall time per question in that run, which includes compression for SAC; runs differ in threads and "
-             "machine load, so compare speed in `docs/benchmarks.md`, not here.", ""]
+             "machine load, so compare speed in `docs/benchmarks.md`, not here.", "",
+             "Regenerate this page: `" + " ".join(["sac-rag report", f"--results {results_dir}",
+                                                   *(f"--log {p}" for p in logs), f"--out {out}"]) + "`", ""]
     for (data, parity, passages, limit), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
         setting = "gold passage only" if passages == 1 else f"gold among {passages - 1} distractors"
         lines += [f"## {data}{' (' + parity + ' items)' if parity else ''}, {setting}, {rows[0]['summary']['n']} questions", "",
