@@ -266,7 +266,7 @@ def test_report_learning_curves(tmp_path):
               "c.json": record("sac", 8.0, {"trained": True, "stage": "qa", "ratio": 15, "step": 50, "items": 200,
                                             "init": "qa x5 step 700"}, ratio=15),
               "d.json": record("sac", 24.0, {"trained": True, "stage": "qa", "ratio": 5, "step": 100, "items": 400,
-                                             "elapsed_s": 1800.0, "recipe": "<=1 distractors",
+                                             "elapsed_s": 1800.0, "recipe": "<=1 distractors, decay over last 9 of 99 steps",
                                              "before": {"items": 4000, "elapsed_s": 9000.0}}),
               "full.json": record("full", 31.6)}
     for name, data in points.items():

@@ -10,6 +10,7 @@ curves from ``log.jsonl`` files. Numbers come only from those files.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
         name = f"{cfg['method']} {info.get('ratio', cfg['ratio'])}x, {stage} stage" if cfg["method"] == "sac" else f"full-ft, {stage} stage"
         before = info.get("before") or {}
         if info.get("recipe"):  # a continued run: its own recipe, drawn from where its init adapter stood
-            name += f" ({info['recipe']})"
+            # one series per recipe whatever its schedule (a run resumed with another --steps/--decay-steps)
+            name += f" ({re.sub(r', decay over last .*$', '', info['recipe'])})"
         elif info.get("init"):
             name += f" (from {info['init']})"
         hours = (before.get("elapsed_s", 0) + info.get("elapsed_s", 0)) / 3600

@@ -92,12 +92,11 @@ class TrainConfig:
             self.out_dir = str(cache_dir() / "runs" / name)
 
     def recipe(self) -> str:
-        """The settings that shape what is learned per example, as a short label for curves and model cards."""
+        """The settings that shape what is learned per example, as a short label for curves and model cards
+        (not the schedule: a run resumed with other ``steps``/``decay_steps`` keeps its recipe)."""
         parts = [f"lr {self.lr:g}/{self.emb_lr:g}", f"rank {self.lora_rank}"]
         if self.stage == "qa":
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
-        if self.decay_steps:
-            parts.append(f"decay over last {self.decay_steps} of {self.steps} steps")
         return ", ".join(parts)
 
     def sac_config(self) -> SACConfig:
