@@ -68,6 +68,31 @@ def _versions() -> dict[str, str]:
     return {"sac_rag": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
+def adapter_card(meta: dict[str, Any]) -> str:
+    """A short README for an adapter directory, from its ``sac_adapter.json``: what it is, how to load it,
+    and what its training recorded."""
+    cfg, info = meta.get("config") or {}, meta.get("info") or {}
+    lines = [f"# sac-rag adapter: SAC at ratio {cfg.get('ratio', '?')}", "",
+             f"A Semantic-Anchor Compression adapter for `{meta.get('base_model', '?')}` (LoRA r={cfg.get('lora_rank', '?')} "
+             f"on {', '.join(cfg.get('lora_targets', []))}, anchor and `[LM]` embeddings in `{EMB_FILE}`). "
+             "Load it with `sac_rag.SACModel.from_pretrained(base, adapter=this_directory)`; "
+             f"`{META_FILE}` holds its configuration, the base model's fingerprint and its training record.", ""]
+    if info.get("trained"):
+        done = ", ".join(f"{k} {info[k]:,}" if isinstance(info[k], int) else f"{k} {info[k]}"
+                         for k in ("stage", "step", "items") if k in info)
+        before = (info.get("before") or {}).get("items")
+        lines += [f"Training (last run): {done}" + (f", after {before:,} items already in the adapter it started from"
+                                                     if before else "")
+                  + (f"; recipe: {info['recipe']}" if info.get("recipe") else "") + ".", ""]
+        if info.get("status"):
+            lines += [f"Status: {info['status']}", ""]
+    else:
+        lines += ["Untrained: its anchors carry noise until it is trained (`sac-rag train`).", ""]
+    lines += ["The shipped adapters' model card, with data, wall time and results: `docs/adapters.md` in the sac-rag "
+              "repository.", ""]
+    return "\n".join(lines)
+
+
 def write_adapter(
     path: str | os.PathLike,
     *,
@@ -97,6 +122,7 @@ def write_adapter(
             "info": info or {},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / "README.md").write_text(adapter_card(meta))  # in place of peft's blank model-card template
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -44,6 +44,22 @@ def test_adapter_directory_layout(saved):
     assert meta["base_fingerprint"] == sac.base_fingerprint
     assert meta["info"] == {"trained": True, "steps": 3}
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "no temporary directory left behind"
+    # our own short card, not peft's blank template
+    card = (path / "README.md").read_text()
+    assert card.startswith(f"# sac-rag adapter: SAC at ratio {sac.config.ratio}") and "More Information Needed" not in card
+
+
+def test_adapter_card_names_the_training_record():
+    from sac_rag.adapter import adapter_card
+
+    meta = {"base_model": "b", "config": {"ratio": 5, "lora_rank": 16, "lora_targets": ["q_proj"]},
+            "info": {"trained": True, "stage": "qa", "step": 1050, "items": 4200, "recipe": "<=1 distractors",
+                     "before": {"items": 4136}, "status": "below the bar"}}
+    card = adapter_card(meta)
+    assert "Training (last run): stage qa, step 1,050, items 4,200, after 4,136 items already in the adapter it " \
+           "started from; recipe: <=1 distractors." in card
+    assert "Status: below the bar" in card
+    assert "Untrained" in adapter_card({"config": {"ratio": 15}, "info": {}})
 
 
 def test_adapter_round_trip(saved, arch, tok):
