@@ -162,7 +162,7 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
         name = f"{cfg['method']} {info.get('ratio', cfg['ratio'])}x, {stage} stage" if cfg["method"] == "sac" else f"full-ft, {stage} stage"
         before = info.get("before") or {}
         if info.get("recipe"):  # a continued run: its own recipe, drawn from where its init adapter stood
-            # one series per recipe whatever its schedule (a run resumed with another --steps/--decay-steps)
+            # one series per recipe whatever its schedule (early records put the decay into the recipe)
             name += f" ({re.sub(r', decay over last .*$', '', info['recipe'])})"
         elif info.get("init"):
             name += f" (from {info['init']})"

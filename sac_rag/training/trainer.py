@@ -263,7 +263,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         # where this run started, kept in every checkpoint (reports name it)
         state["init"] = f"{init_info.get('stage', 'adapter')} x{read_adapter(adapter).config.ratio} step {init_info.get('step', '?')}"
     state["recipe"] = cfg.recipe()
-    if cfg.init_adapter and "before" not in state:
+    if cfg.init_adapter and "before" not in state and Path(cfg.init_adapter).is_dir():  # runs before this field
         state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
     if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
