@@ -259,9 +259,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         state = json.loads((latest / "state.json").read_text())
     elif cfg.init_adapter:
         adapter = cfg.init_adapter
-        init_info = read_adapter(adapter).meta.get("info") or {}
+        init_files = read_adapter(adapter)
+        init_info = init_files.meta.get("info") or {}
         # where this run started, kept in every checkpoint (reports name it)
-        state["init"] = f"{init_info.get('stage', 'adapter')} x{read_adapter(adapter).config.ratio} step {init_info.get('step', '?')}"
+        state["init"] = f"{init_info.get('stage', 'adapter')} x{init_files.config.ratio} step {init_info.get('step', '?')}"
     state["recipe"] = cfg.recipe()
     if cfg.init_adapter and "before" not in state and Path(cfg.init_adapter).is_dir():  # runs before this field
         state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
