@@ -126,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sac = SACModel.from_pretrained(args.model, adapter=adapter, ratio=args.ratio, device=args.device, dtype=args.dtype)
-    result = evaluate(sac, cfg, out=args.json)
+    result = evaluate(sac, cfg, out=args.json, reuse=args.reuse)
     print(json.dumps(result["summary"], indent=1))
     return 0
 
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write per-item records and the summary here")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="an earlier --json of the same run with a smaller --limit: keep its answers, run only the rest")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="time to first token, throughput, decode speed and memory: SAC vs full context")

@@ -8,6 +8,7 @@ from importlib import resources
 import pytest
 
 from sac_rag import SACModel
+from sac_rag.errors import InvalidInputError
 from sac_rag.evaluation.metrics import exact_match, f1, normalize, raw_exact_match, rouge1_f, score
 from sac_rag.evaluation.qa import METHODS, EvalConfig, evaluate, select_examples
 from sac_rag.evaluation.report import write_report
@@ -90,7 +91,8 @@ def squad(tmp_path_factory):
 
 RECORD_KEYS = {"id", "question", "answers", "prediction", "context_tokens", "read_tokens", "seconds",
                "em", "f1", "rouge1", "raw_em"}
-SUMMARY_KEYS = {"n", "em", "f1", "rouge1", "raw_em", "reached_ratio", "seconds_per_q", "adapter", "adapter_info"}
+SUMMARY_KEYS = {"n", "em", "f1", "rouge1", "raw_em", "reached_ratio", "seconds_per_q", "adapter", "adapter_info",
+                "fingerprint"}
 
 
 @pytest.mark.parametrize("shots", [0, 1])
@@ -131,6 +133,48 @@ def test_evaluate_same_questions_for_every_method(sac, squad):
     ids = {m: [r["id"] for r in evaluate(sac, EvalConfig(data=squad, method=m, limit=3, max_new_tokens=1),
                                          progress=False)["records"]] for m in METHODS}
     assert len({tuple(v) for v in ids.values()}) == 1
+
+
+@pytest.mark.parametrize("passages", [1, 2])
+def test_evaluate_reuses_a_shorter_run(sac, squad, tmp_path, passages):
+    cfg = dict(data=squad, method="sac", passages=passages, max_new_tokens=3)
+    short = tmp_path / "short.json"
+    evaluate(sac, EvalConfig(**cfg, limit=2), out=short, progress=False)
+    previous = json.loads(short.read_text())
+    previous["records"][0]["prediction"] = "kept from the earlier run"  # proves the record is taken, not recomputed
+    short.write_text(json.dumps(previous))
+    fresh = evaluate(sac, EvalConfig(**cfg, limit=4), progress=False)
+    longer = evaluate(sac, EvalConfig(**cfg, limit=4), reuse=short, progress=False)
+    assert longer["summary"]["reused"] == {"from": "short.json", "n": 2} and longer["summary"]["n"] == 4
+    assert longer["records"][0]["prediction"] == "kept from the earlier run"
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(longer["records"][1:]) == strip(fresh["records"][1:])  # same questions, distractors, answers
+    assert longer["config"] == fresh["config"]
+
+
+def test_evaluate_refuses_to_reuse_another_run(sac, squad, tmp_path):
+    short = tmp_path / "short.json"
+    evaluate(sac, EvalConfig(data=squad, method="full", limit=2, max_new_tokens=2), out=short, progress=False)
+    with pytest.raises(InvalidInputError, match="shots"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, shots=1, max_new_tokens=2), reuse=short,
+                 progress=False)
+    with pytest.raises(InvalidInputError, match="method"):
+        evaluate(sac, EvalConfig(data=squad, method="truncate", limit=3, max_new_tokens=2), reuse=short,
+                 progress=False)
+    previous = json.loads(short.read_text())
+    previous["model"] = "another/model"
+    short.write_text(json.dumps(previous))
+    with pytest.raises(InvalidInputError, match="model"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
+    previous["model"] = sac.source
+    previous["summary"]["fingerprint"] = "0" * 16  # other weights under the same name
+    short.write_text(json.dumps(previous))
+    with pytest.raises(InvalidInputError, match="adapter"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not a sac-rag eval JSON"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=bad, progress=False)
 
 
 def test_eval_config_validation(squad):
@@ -177,6 +221,10 @@ def test_write_report(sac, squad, tmp_path):
     for method in ("sac", "full"):
         evaluate(sac, EvalConfig(data=squad, method=method, limit=2, max_new_tokens=1), out=results / f"{method}.json",
                  progress=False)
+    evaluate(sac, EvalConfig(data=squad, method="full", limit=1, max_new_tokens=1), out=tmp_path / "one.json",
+             progress=False)
+    evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=1), out=results / "full3.json",
+             reuse=tmp_path / "one.json", progress=False)
     (results / "notes.json").write_text(json.dumps({"not": "an eval file"}))
     (results / "broken.json").write_text("{")
     run = tmp_path / "runs" / "qa-x5"
@@ -190,14 +238,15 @@ def test_write_report(sac, squad, tmp_path):
     assert path == docs / "results.md"
     text = path.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    assert len(rows) == 2
+    assert len(rows) == 3
+    assert "`sac-rag eval --reuse`" in text and "full3.json (1 from one.json)" in text  # a table built in two runs says so
     assert sum(line.startswith("| sac 5x (untrained), 0-shot |") for line in rows) == 1
-    assert sum(line.startswith("| full, 0-shot |") for line in rows) == 1
+    assert sum(line.startswith("| full, 0-shot |") for line in rows) == 2  # one per table (2 and 3 questions)
     assert any("sac.json" in line for line in rows) and any("full.json" in line for line in rows)
     assert "1.00x" in text  # full context's reached ratio
-    assert "from 2 eval files" in text
+    assert "from 3 eval files" in text
     assert f"`sac-rag report --results {results} --log {run / 'log.jsonl'} --out {docs}`" in text  # how to redo it
-    assert "## dev.json, gold passage only, 2 questions" in text
+    assert "## dev.json, gold passage only, 2 questions" in text and "## dev.json, gold passage only, 3 questions" in text
     # each row comes with the command that reproduces it
     assert "sac-rag eval --data " in text and "--method sac --ratio 5 --limit 2 --json sac.json" in text
     for png in ("f1_vs_ratio.png", "training_loss.png"):

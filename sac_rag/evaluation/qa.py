@@ -134,11 +134,52 @@ def _segments(sac, method: str, question: str, passages: list[str], shots: list[
     return [*segs, "".join(t if t.endswith("\n") else t + "\n" for t in texts).rstrip("\n") + q], read
 
 
-def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: bool = True) -> dict:
-    """Run one method over the data; writes ``out`` (JSON: config, summary, per-item records) if given."""
+def _adapter_of(sac) -> str:
+    return str(sac.adapter_path) if sac.adapter_path else "untrained"
+
+
+def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
+    """The records of an earlier ``evaluate`` run that this run would reproduce: the same data, method, model,
+    adapter and settings, differing at most in ``limit``. Questions and distractors are drawn in one seeded
+    sequence, so the first n questions of a longer run are the n of a shorter one; decoding is greedy.
+    Raises :class:`InvalidInputError` naming what differs."""
+    try:
+        prev = json.loads(Path(previous).read_text(encoding="utf-8"))
+        prev_cfg, prev_summary, prev_records = prev["config"], prev["summary"], prev["records"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{previous} is not a sac-rag eval JSON: {exc}") from exc
+    mine = asdict(cfg)
+    differ = sorted(k for k in set(mine) | set(prev_cfg) if k != "limit" and mine.get(k) != prev_cfg.get(k))
+    if prev.get("model") != sac.source:
+        differ.append(f"model ({prev.get('model')!r} vs {sac.source!r})")
+    if "fingerprint" in prev_summary:  # base model, adapter weights and SAC config, hashed
+        same_weights = prev_summary["fingerprint"] == sac.fingerprint
+    else:  # files written before the fingerprint was recorded: the adapter's own record ("status" is prose)
+        info = lambda d: {k: v for k, v in (d or {}).items() if k != "status"}  # noqa: E731
+        same_weights = info(prev_summary.get("adapter_info")) == info(sac.adapter_info)
+    if prev_summary.get("adapter") != _adapter_of(sac) or not same_weights:
+        differ.append("adapter")
+    if differ:
+        raise InvalidInputError(f"cannot reuse {previous}: it differs from this run in {', '.join(differ)}")
+    return prev_records
+
+
+def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: bool = True,
+             reuse: str | Path | None = None) -> dict:
+    """Run one method over the data; writes ``out`` (JSON: config, summary, per-item records) if given.
+
+    ``reuse``: an earlier run's JSON (see :func:`reusable_records`); its records stand for the questions it
+    already answered, and only the rest are run (extending a 200-question table to 500, say)."""
     items = select_examples(cfg)
     shots = _shots(cfg.shots)
-    records = []
+    records: list[dict] = []
+    if reuse is not None:
+        for (e, _), r in zip(items, reusable_records(sac, cfg, reuse)):
+            if r.get("id") != e.id:
+                break
+            records.append(r)
+        items = items[len(records):]
+    reused = len(records)
     iterator = items
     if progress:
         from tqdm.auto import tqdm
@@ -168,9 +209,12 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
         **{k: round(100 * mean(r[k] for r in records), 2) for k in ("em", "f1", "rouge1", "raw_em")},
         "reached_ratio": round(ctx / read, 2) if read else None,
         "seconds_per_q": round(mean(r["seconds"] for r in records), 3),
-        "adapter": str(sac.adapter_path) if sac.adapter_path else "untrained",
+        "adapter": _adapter_of(sac),
         "adapter_info": sac.adapter_info,
+        "fingerprint": sac.fingerprint,
     }
+    if reuse is not None:
+        summary["reused"] = {"from": Path(reuse).name, "n": reused}
     result = {"config": asdict(cfg), "model": sac.source, "summary": summary, "records": records}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -234,6 +234,11 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
                   "checkpoint, made by the `sac-rag train` command for it in `docs/TRAINING.md`):", "", "```bash"]
         lines += [f"{command(r)} --json {r['_file']}" for r in sorted(rows, key=lambda r: -r["summary"]["f1"])]
         lines += ["```", ""]
+        reused = [f"{r['_file']} ({r['summary']['reused']['n']} from {r['summary']['reused']['from']})"
+                  for r in rows if r["summary"].get("reused")]
+        if reused:
+            lines += ["Answers taken from an earlier, shorter run of the same command (`sac-rag eval --reuse`; the first "
+                      "questions of a longer run are the same questions, decoded greedily): " + ", ".join(reused) + ".", ""]
     if curve_dir is not None and Path(curve_dir).is_dir():
         lines += _curve(Path(curve_dir), out)
     for plot in (_f1_plot(results, out), _loss_curves([Path(p) for p in logs], out)):
