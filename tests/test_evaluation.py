@@ -150,6 +150,9 @@ def test_evaluate_reuses_a_shorter_run(sac, squad, tmp_path, passages):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(longer["records"][1:]) == strip(fresh["records"][1:])  # same questions, distractors, answers
     assert longer["config"] == fresh["config"]
+    del previous["config"]["llmlingua_segment"]  # a file from before that setting existed: it had the default
+    short.write_text(json.dumps(previous))
+    assert evaluate(sac, EvalConfig(**cfg, limit=3), reuse=short, progress=False)["summary"]["reused"]["n"] == 2
 
 
 def test_evaluate_refuses_to_reuse_another_run(sac, squad, tmp_path):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from statistics import mean
@@ -149,6 +149,8 @@ def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"{previous} is not a sac-rag eval JSON: {exc}") from exc
     mine = asdict(cfg)
+    # a setting added to EvalConfig after the earlier run was written: that run had its default
+    prev_cfg = {**{f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}, **prev_cfg}
     differ = sorted(k for k in set(mine) | set(prev_cfg) if k != "limit" and mine.get(k) != prev_cfg.get(k))
     if prev.get("model") != sac.source:
         differ.append(f"model ({prev.get('model')!r} vs {sac.source!r})")
