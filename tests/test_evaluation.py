@@ -257,6 +257,33 @@ def test_write_report(sac, squad, tmp_path):
         assert f"![{png}]({png})" in text
 
 
+def test_report_overview_and_one_ratio_panel_per_data_set(sac, squad, tmp_path):
+    import shutil
+    import struct
+
+    other = tmp_path / "other.json"
+    shutil.copy(squad, other)
+    results = tmp_path / "results"
+    runs = [("a", squad, "full", 1, 2), ("b", squad, "full", 1, 3), ("c", squad, "truncate", 1, 3),
+            ("d", squad, "full", 2, 2), ("e", str(other), "full", 1, 2)]
+    for name, data, method, passages, limit in runs:
+        evaluate(sac, EvalConfig(data=data, method=method, passages=passages, limit=limit, max_new_tokens=1),
+                 out=results / f"{name}.json", progress=False)
+    text = write_report(results, tmp_path / "docs").read_text()
+    overview = text.split("## Overview", 1)[1].split("\n## ", 1)[0]
+    head = next(line for line in overview.splitlines() if line.startswith("| method"))
+    # one column per data set and setting, from its largest table (dev.json gold: the 3-question one)
+    assert head.count("|") == 5 and "dev.json, gold passage only, 3 q" in head and "2 q" in head
+    assert "other.json, gold passage only, 2 q" in head and "dev.json, gold among 1 distractors, 2 q" in head
+    rows = {line.split(" | ")[0][2:]: line for line in overview.splitlines() if line.startswith("| ") and "method" not in line}
+    assert set(rows) == {"full, 0-shot", "truncate 5x, 0-shot"}
+    assert rows["full, 0-shot"].count("(1.0x)") == 3
+    assert rows["truncate 5x, 0-shot"].count("x)") == 1  # run on one table only: the other cells are blank
+    png = (tmp_path / "docs" / "f1_vs_ratio.png").read_bytes()
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 1.8 * height  # two panels side by side (dev.json, other.json), the distractor setting left out
+
+
 def test_write_report_without_plots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

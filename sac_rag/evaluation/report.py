@@ -122,26 +122,78 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
                    title="Training loss")
 
 
-def _f1_plot(results: list[dict], out: Path) -> str | None:
+def _largest(groups: dict[tuple, list[dict]]) -> dict[tuple, list[dict]]:
+    """For each (data, parity, passages), the table with the most questions."""
+    best: dict[tuple, tuple] = {}
+    for key in groups:
+        data, parity, passages, _ = key
+        k = (data, parity, passages)
+        if k not in best or groups[key][0]["summary"]["n"] > groups[best[k]][0]["summary"]["n"]:
+            best[k] = key
+    return {k: groups[key] for k, key in sorted(best.items(), key=lambda kv: str(kv[0]))}
+
+
+def _title(data: str, parity: str | None, passages: int) -> str:
+    setting = "gold passage only" if passages == 1 else f"gold among {passages - 1} distractors"
+    return f"{data}{' (' + parity + ' items)' if parity else ''}, {setting}"
+
+
+def _overview(largest: dict[tuple, list[dict]]) -> list[str]:
+    """One row per method, one column per data set and setting (its largest table): F1 and the reached ratio."""
+    if len(largest) < 2:
+        return []
+    cols = list(largest)
+    cells: dict[str, dict[tuple, str]] = defaultdict(dict)
+    for col, rows in largest.items():
+        for r in rows:
+            s = r["summary"]
+            ratio = f" ({s['reached_ratio']:.1f}x)" if s.get("reached_ratio") else ""
+            cells[_method_name(r)][col] = f"{s['f1']:.1f}{ratio}"
+    first = {name: next((float(c[col].split()[0]) for col in cols if col in c), 0.0) for name, c in cells.items()}
+    head = [f"{_title(*col)}, {largest[col][0]['summary']['n']} q" for col in cols]
+    lines = ["## Overview", "", "F1 (and the ratio reached) of every method on the largest table of each data set and "
+             "setting below; a blank: not run there.", "", "| method | " + " | ".join(head) + " |",
+             "|---|" + "---|" * len(cols)]
+    for name in sorted(cells, key=lambda n: -first[n]):
+        lines.append(f"| {name} | " + " | ".join(cells[name].get(col, "") for col in cols) + " |")
+    return lines + [""]
+
+
+def _f1_plot(largest: dict[tuple, list[dict]], out: Path) -> str | None:
+    """F1 against reached ratio, one panel per data set (gold passage only, its largest table), a line per method."""
+    panels = {k: rows for k, rows in largest.items() if k[2] == 1}
+    panels = {k: rows for k, rows in panels.items() if any(r["summary"].get("reached_ratio") for r in rows)}
+    if not panels:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = defaultdict(list)
-    for r in results:  # one setting (gold passage only), one line per method and shot count
-        ratio = r["summary"].get("reached_ratio")
-        if ratio and r["config"]["passages"] == 1:
-            points[f"{r['config']['method']}, {r['config']['shots']}-shot"].append((ratio, r["summary"]["f1"]))
-    if not points:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, pts in sorted(points.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
-    ax.set_xscale("log")
-    return _finish(fig, ax, out / "f1_vs_ratio.png", xlabel="compression ratio reached (base-model tokens)", ylabel="F1",
-                   title="F1 against the ratio each method reached (gold passage only)", legend_size=10)
+    label = lambda r: f"{r['config']['method']}, {r['config']['shots']}-shot"  # noqa: E731
+    methods = sorted({label(r) for rows in panels.values() for r in rows if r["summary"].get("reached_ratio")})
+    color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # a method keeps its colour in every panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, ((data, parity, passages), rows) in zip(axes[0], panels.items()):
+        points = defaultdict(list)
+        for r in rows:
+            ratio = r["summary"].get("reached_ratio")
+            if ratio:
+                points[label(r)].append((ratio, r["summary"]["f1"]))
+        for method, pts in sorted(points.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method, color=color[method])
+        ax.set_xscale("log")
+        ax.set_xlabel("compression ratio reached (base-model tokens)")
+        ax.set_ylabel("F1")
+        ax.set_title(f"{_title(data, parity, passages)}, {rows[0]['summary']['n']} q", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("F1 against the ratio each method reached")
+    fig.tight_layout()
+    fig.savefig(out / "f1_vs_ratio.png", dpi=120)
+    plt.close(fig)
+    return "f1_vs_ratio.png"
 
 
 def _curve(curve_dir: Path, out: Path) -> list[str]:
@@ -221,9 +273,10 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
              "machine load, so compare speed in `docs/benchmarks.md`, not here.", "",
              "Regenerate this page: `" + " ".join(["sac-rag report", f"--results {results_dir}",
                                                    *(f"--log {p}" for p in logs), f"--out {out}"]) + "`", ""]
+    largest = _largest(groups)
+    lines += _overview(largest)
     for (data, parity, passages, limit), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        setting = "gold passage only" if passages == 1 else f"gold among {passages - 1} distractors"
-        lines += [f"## {data}{' (' + parity + ' items)' if parity else ''}, {setting}, {rows[0]['summary']['n']} questions", "",
+        lines += [f"## {_title(data, parity, passages)}, {rows[0]['summary']['n']} questions", "",
                   "| method | EM | F1 | ROUGE-1 | raw EM | reached ratio | s/question | file |", "|---|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: -r["summary"]["f1"]):
             s = r["summary"]
@@ -241,7 +294,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
                       "questions of a longer run are the same questions, decoded greedily): " + ", ".join(reused) + ".", ""]
     if curve_dir is not None and Path(curve_dir).is_dir():
         lines += _curve(Path(curve_dir), out)
-    for plot in (_f1_plot(results, out), _loss_curves([Path(p) for p in logs], out)):
+    for plot in (_f1_plot(largest, out), _loss_curves([Path(p) for p in logs], out)):
         if plot:
             lines += [f"![{plot}]({plot})", ""]
     path = out / "results.md"
