@@ -128,7 +128,7 @@ def test_bad_question_for_answer(sac):
 
 
 def test_model_construction_errors(tok):
-    
+
     with pytest.raises(ConfigError):
         SACModel(TINY["llama"](0), tok, {"ratio": 5})  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
