@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stage=args.stage, method=args.method, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
         init_adapter=args.init_adapter, ratio=args.ratio, lora_rank=args.lora_rank, steps=args.steps,
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps, max_distractors=args.max_distractors, max_questions=args.max_questions,
-        dtype=args.dtype or "bfloat16", threads=args.threads, seed=args.seed, out_dir=args.out or "",
+        dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
     )
     path = train(cfg)

@@ -209,45 +209,38 @@ def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(cache.key_cache, cache.value_cache))
 
 
-def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) -> _State:
-    """Feed the prompt; ``state.logits`` holds the last ``keep`` positions' logits (training reads several)."""
-    from transformers import DynamicCache
+@dataclass
+class _Layout:
+    """A prompt laid out for the decoder, before any forward pass: in order, runs of text (token ids, None for the
+    ``[LM]`` vector, with their positions) and AnchorKVs already placed at their positions."""
 
+    pieces: list  # tuple[list[int | None], list[int]] (a text run) or AnchorKV
+    text_tokens: int = 0
+    anchors: int = 0
+    context_tokens: int = 0
+    last_pos: int = 0
+
+
+def _layout(ctx: DecoderContext, segments: Sequence[Segment], vocab: int) -> _Layout:
+    """Check the segments and lay them out (BOS at 0, ``[LM]`` after each run of KVs that text follows)."""
     if isinstance(segments, (str, AnchorKV)) or not isinstance(segments, Sequence) or len(segments) == 0:
         raise InvalidInputError("segments must be a non-empty list of str and AnchorKV items")
-    embed = ctx.model.get_input_embeddings()
-    device, dtype = embed.weight.device, embed.weight.dtype
-    state = _State(
-        cache=DynamicCache(),
-        pos=torch.zeros(0, dtype=torch.long, device=device),
-        pinned=torch.zeros(0, dtype=torch.bool, device=device),
-        next_pos=0,
-    )
-    # A run of text waiting to be fed: token ids (None = the [LM] vector) and positions.
+    out = _Layout(pieces=[])
     run_ids: list[int | None] = []
     run_pos: list[int] = []
 
-    def flush(keep_logits: int = 0) -> None:
-        if not run_ids:
-            return
-        ids = torch.tensor([i if i is not None else 0 for i in run_ids], dtype=torch.long, device=device)
-        embeds = embed(ids[None])
-        if any(i is None for i in run_ids):
-            lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
-            is_lm = torch.tensor([i is None for i in run_ids], device=device)
-            embeds = torch.where(is_lm[None, :, None], lm, embeds)
-        _forward(ctx, state, embeds, list(run_pos), keep_logits)
-        run_ids.clear()
-        run_pos.clear()
+    def close_run() -> None:
+        if run_ids:
+            out.pieces.append((list(run_ids), list(run_pos)))
+            run_ids.clear()
+            run_pos.clear()
 
     if ctx.bos_id is not None:
         run_ids.append(ctx.bos_id)
         run_pos.append(0)
     cur = 0  # the last position in use
     after_kv = False
-    text_tokens = 0
     text_chars = 0
-    vocab = embed.num_embeddings
     for i, seg in enumerate(segments):
         if isinstance(seg, AnchorKV):
             if seg.fingerprint != ctx.fingerprint:
@@ -257,17 +250,10 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
                 )
             if seg.num_layers != len(ctx.masks.layer_types):
                 raise KVMismatchError(f"segment {i} has {seg.num_layers} layers, the model {len(ctx.masks.layer_types)}")
-            if ctx.bos_cache is not None and ctx.bos_id is not None and run_ids == [ctx.bos_id] and run_pos == [0] and state.pos.numel() == 0:
-                for layer, (k, v) in enumerate(_bos_kv(ctx, device, dtype)):  # same values, no forward pass
-                    state.cache.update(k, v, layer)
-                state.pos = torch.zeros(1, dtype=torch.long, device=device)
-                state.pinned = torch.zeros(1, dtype=torch.bool, device=device)
-                run_ids.clear()
-                run_pos.clear()
-            flush()
-            _append_kv(ctx, state, seg.placed_at(cur), dtype)
-            state.anchors += seg.num_anchors
-            state.context_tokens += seg.num_tokens
+            close_run()
+            out.pieces.append(seg.placed_at(cur))
+            out.anchors += seg.num_anchors
+            out.context_tokens += seg.num_tokens
             cur += seg.num_tokens
             after_kv = True
         elif isinstance(seg, str) or (isinstance(seg, (list, tuple)) and all(isinstance(t, int) for t in seg)):
@@ -283,8 +269,8 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
                 continue
             if ctx.bos_id is not None and ids[0] == ctx.bos_id and cur == 0 and len(run_ids) == 1:
                 ids = ids[1:]  # a chat template's own BOS: we already put one at position 0
-            text_tokens += len(ids)
-            if text_tokens > ctx.config.max_input_tokens:
+            out.text_tokens += len(ids)
+            if out.text_tokens > ctx.config.max_input_tokens:
                 raise InputTooLargeError(
                     f"prompt text has more than max_input_tokens={ctx.config.max_input_tokens} tokens"
                 )
@@ -302,12 +288,145 @@ def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) ->
         run_pos.append(cur)
     if not run_ids:
         raise InvalidInputError("the prompt has nothing to decode from (add text after the last AnchorKV)")
-    if text_tokens == 0 and state.anchors == 0:
+    if out.text_tokens == 0 and out.anchors == 0:
         raise InvalidInputError("the prompt is empty: its segments hold no text and no AnchorKV")
-    flush(keep)
-    state.prompt_tokens = text_tokens + (1 if ctx.bos_id is not None else 0)
-    state.next_pos = cur + 1
+    close_run()
+    out.last_pos = cur
+    return out
+
+
+def _embed_run(ctx: DecoderContext, ids: list[int | None], device) -> torch.Tensor:
+    """[len(ids), H] input embeddings; None stands for the learned ``[LM]`` vector (its gradient kept)."""
+    embed = ctx.model.get_input_embeddings()
+    embeds = embed(torch.tensor([i if i is not None else 0 for i in ids], dtype=torch.long, device=device))
+    if any(i is None for i in ids):
+        lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
+        is_lm = torch.tensor([i is None for i in ids], device=device)
+        embeds = torch.where(is_lm[:, None], lm, embeds)
+    return embeds
+
+
+def _prefill(ctx: DecoderContext, segments: Sequence[Segment], keep: int = 1) -> _State:
+    """Feed the prompt; ``state.logits`` holds the last ``keep`` positions' logits (training reads several)."""
+    from transformers import DynamicCache
+
+    embed = ctx.model.get_input_embeddings()
+    device, dtype = embed.weight.device, embed.weight.dtype
+    layout = _layout(ctx, segments, embed.num_embeddings)
+    state = _State(
+        cache=DynamicCache(),
+        pos=torch.zeros(0, dtype=torch.long, device=device),
+        pinned=torch.zeros(0, dtype=torch.bool, device=device),
+        next_pos=0,
+    )
+    pieces = layout.pieces
+    for n, piece in enumerate(pieces):
+        if isinstance(piece, AnchorKV):
+            _append_kv(ctx, state, piece, dtype)
+            continue
+        ids, pos = piece
+        if (ctx.bos_cache is not None and ctx.bos_id is not None and n == 0 and ids == [ctx.bos_id]
+                and n + 1 < len(pieces)):  # BOS alone before a KV: its cached KV, no forward pass
+            for layer, (k, v) in enumerate(_bos_kv(ctx, device, dtype)):
+                state.cache.update(k, v, layer)
+            state.pos = torch.zeros(1, dtype=torch.long, device=device)
+            state.pinned = torch.zeros(1, dtype=torch.bool, device=device)
+            continue
+        _forward(ctx, state, _embed_run(ctx, ids, device)[None], pos, keep if n == len(pieces) - 1 else 0)
+    state.anchors, state.context_tokens = layout.anchors, layout.context_tokens
+    state.prompt_tokens = layout.text_tokens + (1 if ctx.bos_id is not None else 0)
+    state.next_pos = layout.last_pos + 1
     return state
+
+
+def _prefill_batch(ctx: DecoderContext, prompts: Sequence[Sequence[Segment]], keep: Sequence[int]) -> list[torch.Tensor]:
+    """Teacher forcing for training: several prompts in one forward pass; returns, for prompt ``b``, the logits of
+    its last ``keep[b]`` positions. Gives what :func:`_prefill` gives for each prompt alone (up to rounding).
+
+    Each prompt's anchor KVs go into the cache first and all its text runs into one query block; the mask lets
+    every token see exactly what it would have seen fed in order (anchors and text before it). Prompts whose KVs
+    hold different numbers of anchors, or texts of different lengths, are padded; pad entries are seen by no one.
+    """
+    from transformers import DynamicCache
+
+    embed = ctx.model.get_input_embeddings()
+    device, dtype = embed.weight.device, embed.weight.dtype
+    layouts = [_layout(ctx, p, embed.num_embeddings) for p in prompts]
+    n_layers = len(ctx.masks.layer_types)
+    rows = []  # per prompt: (kv pieces, kv order, text ids, text pos, text order)
+    for lay in layouts:
+        kvs, kv_order, ids, pos, t_order = [], [], [], [], []
+        order = 0
+        for piece in lay.pieces:
+            if isinstance(piece, AnchorKV):
+                kvs.append(piece)
+                kv_order += [order] * piece.num_anchors  # anchors of one KV are seen together, after what came before
+                order += 1
+            else:
+                for i, p in zip(*piece):
+                    ids.append(i)
+                    pos.append(p)
+                    t_order.append(order)
+                    order += 1
+        rows.append((kvs, kv_order, ids, pos, t_order))
+    n_kv = max(len(r[1]) for r in rows)
+    n_q = max(len(r[2]) for r in rows)
+    big = 1 << 30  # the order of pad keys: after every query
+    k_order = torch.full((len(rows), n_kv + n_q), big, dtype=torch.long, device=device)
+    k_pos = torch.zeros((len(rows), n_kv + n_q), dtype=torch.long, device=device)
+    pinned = torch.zeros((len(rows), n_kv + n_q), dtype=torch.bool, device=device)
+    q_order = torch.full((len(rows), n_q), -1, dtype=torch.long, device=device)
+    q_pos = torch.zeros((len(rows), n_q), dtype=torch.long, device=device)
+    embeds, key_rows, value_rows = [], [], []
+    for b, (kvs, kv_order, ids, pos, t_order) in enumerate(rows):
+        k = len(kv_order)
+        if n_kv:
+            if kvs:
+                kk = torch.cat([kv.keys for kv in kvs], dim=2).to(device=device, dtype=dtype)
+                vv = torch.cat([kv.values for kv in kvs], dim=2).to(device=device, dtype=dtype)
+                kp = torch.cat([kv.positions for kv in kvs]).to(device)
+            else:
+                kk = vv = None
+                kp = torch.zeros(0, dtype=torch.long, device=device)
+            if k < n_kv:  # pad (zeros; masked out for every query)
+                ref = next(r[0][0] for r in rows if r[0])
+                pad = torch.zeros((n_layers, ref.keys.shape[1], n_kv - k, ref.keys.shape[3]), dtype=dtype, device=device)
+                kk = pad if kk is None else torch.cat([kk, pad], dim=2)
+                vv = pad if vv is None else torch.cat([vv, pad], dim=2)
+            key_rows.append(kk)
+            value_rows.append(vv)
+            k_order[b, :k] = torch.tensor(kv_order, dtype=torch.long)
+            k_pos[b, :k] = kp
+            pinned[b, :k] = True
+        t = len(ids)
+        e = _embed_run(ctx, ids, device)
+        if t < n_q:
+            e = torch.cat([e, e.new_zeros(n_q - t, e.shape[1])])
+        embeds.append(e)
+        q_order[b, :t] = torch.tensor(t_order, dtype=torch.long)
+        q_pos[b, :t] = torch.tensor(pos, dtype=torch.long)
+        q_pos[b, t:] = pos[-1] if pos else 0
+        k_order[b, n_kv : n_kv + t] = q_order[b, :t]
+        k_pos[b, n_kv:] = q_pos[b]
+    # text sees anchors and text laid out before it, and itself; a pad query sees only itself (no empty rows)
+    allowed = k_order[:, None, :] <= q_order[:, :, None]  # orders are unique: a KV's is never a text token's
+    eye = torch.zeros((len(rows), n_q, n_kv + n_q), dtype=torch.bool, device=device)
+    eye[:, torch.arange(n_q), n_kv + torch.arange(n_q)] = True
+    allowed |= eye & (q_order < 0)[:, :, None]
+    mask = ctx.masks.build(allowed, q_pos, k_pos, pinned, dtype=dtype)
+    cache = DynamicCache()
+    if n_kv:
+        kk, vv = torch.stack(key_rows), torch.stack(value_rows)  # [B, L, H, K, D]
+        for layer in range(n_layers):
+            cache.update(kk[:, layer], vv[:, layer], layer)
+    with ctx.decoder_mode():
+        hidden = _decoder_stack(ctx.model)(
+            inputs_embeds=torch.stack(embeds), position_ids=q_pos, attention_mask=mask, cache=cache, use_cache=True
+        ).last_hidden_state
+        lengths = [len(r[2]) for r in rows]
+        picked = torch.cat([hidden[b, lengths[b] - keep[b] : lengths[b]] for b in range(len(rows))])
+        logits = _lm_head(ctx.model, picked)
+    return list(torch.split(logits, list(keep)))
 
 
 def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:

@@ -361,3 +361,71 @@ def test_reused_bos_kv_from_inference_does_not_break_training(make_sac):
     state = _prefill(sac._context(), [kv, QUESTION], keep=1)
     state.logits.float().logsumexp(-1).backward()
     assert sac.embeddings.anchor.grad is not None and torch.isfinite(sac.embeddings.anchor.grad).all()
+
+
+# ---- batched teacher forcing (training) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [512, 6], ids=["wide", "narrow-window"])
+def test_batched_prefill_matches_one_prompt_at_a_time(make_sac, arch, window):
+    """_prefill_batch (training: every query of an item in one pass) gives each prompt the logits _prefill gives it
+    alone: text before and between KVs, KVs of different sizes (padding), prompts of different lengths, a prompt
+    without KVs; on Gemma 3 also with a window narrower than the prompts (anchors stay visible, text does not)."""
+    from sac_rag.generation import _prefill_batch
+
+    sac = make_sac(arch, model_kwargs={"sliding_window": window} if arch == "gemma3" else None, ratio=4, lora_rank=4)
+    with torch.no_grad():
+        sac.embeddings.lm.normal_()  # a visible [LM] vector, so a misplaced one would show
+    ctx = sac._context()
+    a, b = sac.compress(CONTEXT), sac.compress("A second, shorter passage.")
+    target = sac.tokenize(" the anchors")
+    prompts = [
+        [a, QUESTION, target],
+        ["Context:\n", b, "\n\n", a, QUESTION, target],
+        [b, "Q?", target[:3]],
+        ["No passages here at all, only a question?", target],
+    ]
+    keep = [len(target) + 1, len(target) + 1, 4, 2]
+    with torch.no_grad():
+        batched = _prefill_batch(ctx, prompts, keep)
+        for prompt, k, got in zip(prompts, keep, batched):
+            alone = _prefill(ctx, prompt, keep=k).logits
+            assert got.shape == alone.shape
+            assert torch.allclose(got, alone, atol=1e-4), (got - alone).abs().max()
+
+
+def test_batched_prefill_gradients_match(make_sac):
+    """The loss through _prefill_batch sends the anchor embedding and the [LM] vector the same gradients as the loss
+    summed over prompts fed one at a time (what training needs from it)."""
+    from sac_rag.generation import _prefill_batch
+
+    sac = make_sac("gemma3", ratio=4, lora_rank=4)
+    groups = sac.trainable_parameters()
+    params = groups["lora"] + groups["embeddings"]
+    with torch.no_grad():
+        for p in groups["lora"]:
+            p.normal_(0, 0.1)  # a trained-looking LoRA (a fresh one has B = 0, so A would get no gradient)
+    for p in params:
+        p.requires_grad_(True)
+    target = sac.tokenize(" the anchors")
+    grads = []
+    for batched in (True, False):
+        ctx = sac._context()
+        ctx.lm_embedding = sac.embeddings.lm
+        kvs = sac.encode_ids([sac.tokenize(CONTEXT), sac.tokenize("A second, shorter passage.")])
+        prompts = [[kvs[0], QUESTION, target], ["Context:\n", kvs[1], "\n", kvs[0], QUESTION, target]]
+        if batched:
+            rows = _prefill_batch(ctx, prompts, [len(target) + 1] * 2)
+        else:
+            rows = [_prefill(ctx, p, keep=len(target) + 1).logits for p in prompts]
+        loss = sum(torch.nn.functional.cross_entropy(r[:-1], torch.tensor(target)) for r in rows)
+        loss.backward()
+        grads.append([None if p.grad is None else p.grad.clone() for p in params])
+        for p in params:
+            p.grad = None
+    assert [g is None for g in grads[0]] == [g is None for g in grads[1]]
+    reached = [(gb, ga) for gb, ga in zip(*grads) if gb is not None]
+    assert len(reached) >= len(params) // 2 and sac.embeddings.lm.grad is None  # reset above
+    for g_batched, g_alone in reached:
+        assert g_batched.abs().sum() > 0
+        assert torch.allclose(g_batched, g_alone, atol=1e-5, rtol=1e-3)
