@@ -6,6 +6,7 @@ import json
 from importlib import resources
 
 import pytest
+import torch
 
 from sac_rag import SACModel
 from sac_rag.errors import InvalidInputError
@@ -92,7 +93,7 @@ def squad(tmp_path_factory):
 RECORD_KEYS = {"id", "question", "answers", "prediction", "context_tokens", "read_tokens", "seconds",
                "em", "f1", "rouge1", "raw_em"}
 SUMMARY_KEYS = {"n", "em", "f1", "rouge1", "raw_em", "reached_ratio", "seconds_per_q", "adapter", "adapter_info",
-                "fingerprint"}
+                "fingerprint", "dtype", "device", "cpu"}
 
 
 @pytest.mark.parametrize("shots", [0, 1])
@@ -146,6 +147,8 @@ def test_evaluate_reuses_a_shorter_run(sac, squad, tmp_path, passages):
     fresh = evaluate(sac, EvalConfig(**cfg, limit=4), progress=False)
     longer = evaluate(sac, EvalConfig(**cfg, limit=4), reuse=short, progress=False)
     assert longer["summary"]["reused"] == {"from": "short.json", "n": 2} and longer["summary"]["n"] == 4
+    assert longer["summary"]["dtype"] == str(sac.dtype).removeprefix("torch.") and longer["summary"]["device"] == "cpu"
+    assert longer["summary"]["cpu"] == torch.backends.cpu.get_cpu_capability()
     assert longer["records"][0]["prediction"] == "kept from the earlier run"
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(longer["records"][1:]) == strip(fresh["records"][1:])  # same questions, distractors, answers
@@ -173,6 +176,11 @@ def test_evaluate_refuses_to_reuse_another_run(sac, squad, tmp_path):
     previous["summary"]["fingerprint"] = "0" * 16  # other weights under the same name
     short.write_text(json.dumps(previous))
     with pytest.raises(InvalidInputError, match="adapter"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
+    previous["summary"]["fingerprint"] = sac.fingerprint
+    previous["summary"]["dtype"] = "bfloat16" if sac.dtype == torch.float32 else "float32"  # greedy answers may differ
+    short.write_text(json.dumps(previous))
+    with pytest.raises(InvalidInputError, match="dtype"):
         evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -243,15 +251,16 @@ def test_write_report(sac, squad, tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(rows) == 3
     assert "`sac-rag eval --reuse`" in text and "full3.json (1 from one.json)" in text  # a table built in two runs says so
-    assert sum(line.startswith("| sac 5x (untrained), 0-shot |") for line in rows) == 1
-    assert sum(line.startswith("| full, 0-shot |") for line in rows) == 2  # one per table (2 and 3 questions)
+    # the tiny models run in float32, and a row not in bf16 says its dtype
+    assert sum(line.startswith("| sac 5x (untrained) [float32], 0-shot |") for line in rows) == 1
+    assert sum(line.startswith("| full [float32], 0-shot |") for line in rows) == 2  # one per table (2 and 3 questions)
     assert any("sac.json" in line for line in rows) and any("full.json" in line for line in rows)
     assert "1.00x" in text  # full context's reached ratio
     assert "from 3 eval files" in text
     assert f"`sac-rag report --results {results} --log {run / 'log.jsonl'} --out {docs}`" in text  # how to redo it
     assert "## dev.json, gold passage only, 2 questions" in text and "## dev.json, gold passage only, 3 questions" in text
     # each row comes with the command that reproduces it
-    assert "sac-rag eval --data " in text and "--method sac --ratio 5 --limit 2 --json sac.json" in text
+    assert "sac-rag eval --data " in text and "--method sac --ratio 5 --limit 2 --dtype float32 --json sac.json" in text
     for png in ("f1_vs_ratio.png", "training_loss.png"):
         assert (docs / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{png}]({png})" in text
@@ -276,9 +285,9 @@ def test_report_overview_and_one_ratio_panel_per_data_set(sac, squad, tmp_path):
     assert head.count("|") == 5 and "dev.json, gold passage only, 3 q" in head and "2 q" in head
     assert "other.json, gold passage only, 2 q" in head and "dev.json, gold among 1 distractors, 2 q" in head
     rows = {line.split(" | ")[0][2:]: line for line in overview.splitlines() if line.startswith("| ") and "method" not in line}
-    assert set(rows) == {"full, 0-shot", "truncate 5x, 0-shot"}
-    assert rows["full, 0-shot"].count("(1.0x)") == 3
-    assert rows["truncate 5x, 0-shot"].count("x)") == 1  # run on one table only: the other cells are blank
+    assert set(rows) == {"full [float32], 0-shot", "truncate 5x [float32], 0-shot"}
+    assert rows["full [float32], 0-shot"].count("(1.0x)") == 3
+    assert rows["truncate 5x [float32], 0-shot"].count("x)") == 1  # run on one table only: the other cells are blank
     png = (tmp_path / "docs" / "f1_vs_ratio.png").read_bytes()
     width, height = struct.unpack(">II", png[16:24])
     assert width > 1.8 * height  # two panels side by side (dev.json, other.json), the distractor setting left out
@@ -375,12 +384,16 @@ def test_report_command_reproduces_each_row():
           "summary": {"adapter": f"{home}/.cache/sac-rag/runs/full-ft-qa/latest/adapter"}}
     assert command(nq) == ("sac-rag eval --data $DATA/nq_open/nq-open-oracle.jsonl.gz --format nq --parity odd "
                            "--method full-ft --ratio 5 --passages 5 "
-                           "--adapter ~/.cache/sac-rag/runs/full-ft-qa/latest/adapter --limit 200")
+                           "--adapter ~/.cache/sac-rag/runs/full-ft-qa/latest/adapter --limit 200 --dtype bfloat16")
     shipped = {"config": {"data": "/d/squad.json", "method": "sac", "ratio": 15, "passages": 1, "shots": 0, "limit": 500,
                           "offset": 100},
                "summary": {"adapter": "/x/sac_rag/adapters/gemma-3-270m-x15"}}
-    assert command(shipped) == "sac-rag eval --data /d/squad.json --method sac --ratio 15 --limit 500 --offset 100"
+    # "auto" picks bf16 or fp32 by CPU, so the command pins the dtype; runs before it was recorded were all bf16
+    assert command(shipped) == ("sac-rag eval --data /d/squad.json --method sac --ratio 15 --limit 500 --offset 100 "
+                                "--dtype bfloat16")
+    shipped["summary"]["dtype"] = "float32"
+    assert command(shipped).endswith("--offset 100 --dtype float32")
     lingua = {"config": {"data": "/d/squad.json", "method": "llmlingua", "ratio": 15, "passages": 1, "shots": 2,
                          "llmlingua_segment": 30}, "summary": {"adapter": "untrained"}}
     assert command(lingua) == ("sac-rag eval --data /d/squad.json --method llmlingua --ratio 15 --shots 2 "
-                               "--llmlingua-segment 30")
+                               "--llmlingua-segment 30 --dtype bfloat16")

@@ -29,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from statistics import mean
 
+import torch
+
 from ..config import QA_TEMPLATE
 from ..generation import SamplingParams, generate
 from ..errors import InvalidInputError
@@ -138,6 +140,15 @@ def _adapter_of(sac) -> str:
     return str(sac.adapter_path) if sac.adapter_path else "untrained"
 
 
+def run_precision(sac) -> dict[str, str]:
+    """The dtype a run computed in and where: greedy answers can change between bf16 and fp32, so every summary
+    says which it was (and, on a CPU, the instruction set torch used)."""
+    out = {"dtype": str(sac.dtype).removeprefix("torch."), "device": sac.device.type}
+    if sac.device.type == "cpu":
+        out["cpu"] = torch.backends.cpu.get_cpu_capability()
+    return out
+
+
 def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
     """The records of an earlier ``evaluate`` run that this run would reproduce: the same data, method, model,
     adapter and settings, differing at most in ``limit``. Questions and distractors are drawn in one seeded
@@ -161,6 +172,9 @@ def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
         same_weights = info(prev_summary.get("adapter_info")) == info(sac.adapter_info)
     if prev_summary.get("adapter") != _adapter_of(sac) or not same_weights:
         differ.append("adapter")
+    mine_dtype = run_precision(sac)["dtype"]
+    if prev_summary.get("dtype", "bfloat16") != mine_dtype:  # runs before dtype was recorded were all bf16
+        differ.append(f"dtype ({prev_summary.get('dtype', 'bfloat16')} vs {mine_dtype})")
     if differ:
         raise InvalidInputError(f"cannot reuse {previous}: it differs from this run in {', '.join(differ)}")
     return prev_records
@@ -214,6 +228,7 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
         "adapter": _adapter_of(sac),
         "adapter_info": sac.adapter_info,
         "fingerprint": sac.fingerprint,
+        **run_precision(sac),
     }
     if reuse is not None:
         summary["reused"] = {"from": Path(reuse).name, "n": reused}

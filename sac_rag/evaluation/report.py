@@ -40,6 +40,8 @@ def _method_name(r: dict) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
+    if r["summary"].get("dtype", "bfloat16") != "bfloat16":  # every run before dtype was recorded was bf16
+        name += f" [{r['summary']['dtype']}]"
     return name + f", {cfg['shots']}-shot"
 
 
@@ -72,6 +74,7 @@ def command(r: dict) -> str:
         parts.append(f"--offset {cfg['offset']}")
     if cfg.get("seed"):
         parts.append(f"--seed {cfg['seed']}")
+    parts.append(f"--dtype {r['summary'].get('dtype', 'bfloat16')}")  # auto differs by CPU; unrecorded: bf16
     return " ".join(parts)
 
 
