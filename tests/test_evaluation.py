@@ -357,6 +357,8 @@ def test_report_learning_curves(tmp_path):
                                              "elapsed_s": 1800.0, "recipe": "<=1 distractors, decay over last 9 of 99 steps",
                                              "before": {"items": 4000, "elapsed_s": 9000.0}}),
               "full.json": record("full", 31.6)}
+    points["e.json"] = json.loads(json.dumps(points["d.json"]))
+    points["e.json"]["summary"]["dtype"] = "float32"  # the same adapter evaluated in fp32
     for name, data in points.items():
         (curve / name).write_text(json.dumps(data))
     text = write_report(results, tmp_path / "docs", curve_dir=curve).read_text()
@@ -366,6 +368,8 @@ def test_report_learning_curves(tmp_path):
     assert "| sac 15x, qa stage (from qa x5 step 700) | 200 | 0.00 | 50 |" in text
     # a continued run is its own series, placed after the examples and hours of its init adapter
     assert "| sac 5x, qa stage (<=1 distractors) | 4,400 | 3.00 | 100 | 12.0 | 24.0 | d.json |" in text
+    # another dtype is another line (greedy answers differ between bf16 and fp32)
+    assert "| sac 5x, qa stage (<=1 distractors) [float32] | 4,400 | 3.00 | 100 | 12.0 | 24.0 | e.json |" in text
     assert "| full, 2-shot (no training) | | | | | 31.6 | |" in text
     for png in ("f1_vs_examples.png", "f1_vs_hours.png"):
         assert (tmp_path / "docs" / png).read_bytes()[:4] == b"\x89PNG"

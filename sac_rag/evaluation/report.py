@@ -221,6 +221,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
             name += f" ({re.sub(r', decay over last .*$', '', info['recipe'])})"
         elif info.get("init"):
             name += f" (from {info['init']})"
+        if r["summary"].get("dtype", "bfloat16") != "bfloat16":  # evaluated in another dtype: its own line
+            name += f" [{r['summary']['dtype']}]"
         hours = (before.get("elapsed_s", 0) + info.get("elapsed_s", 0)) / 3600
         series[name].append((int(before.get("items", 0) + info.get("items", 0)), r["summary"]["f1"], r, hours))
     first = runs[0]["config"]
