@@ -231,7 +231,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
     lines = ["## Learning curves", "", f"F1 against training examples, on {where}. "
              "An example is one item of the stream: passages compressed once, with the questions its recipe allows (QA) "
              "or one continuation (LM). A run continued from another counts the examples and hours of its init adapter "
-             "in the same stage. Hours: wall time of training on this machine (2 CPU cores, shared with evals at times).", "",
+             "in the same stage. Hours: wall time of training on the machine that ran it (2 CPU cores, shared with evals at "
+             "times; docs/TRAINING.md says which machine, and its speed, for each run).", "",
              "| series | examples | training hours | step | EM | F1 | file |", "|---|---|---|---|---|---|---|"]
     for name, pts in sorted(series.items()):
         for items, f1, r, hours in sorted(pts, key=lambda p: p[0]):
