@@ -351,7 +351,13 @@ def _prefill_batch(ctx: DecoderContext, prompts: Sequence[Sequence[Segment]], ke
 
     embed = ctx.model.get_input_embeddings()
     device, dtype = embed.weight.device, embed.weight.dtype
+    if not prompts or len(keep) != len(prompts):
+        raise InvalidInputError(f"_prefill_batch needs one keep count per prompt, got {len(keep)} for {len(prompts)}")
     layouts = [_layout(ctx, p, embed.num_embeddings) for p in prompts]
+    for b, (lay, k) in enumerate(zip(layouts, keep)):
+        fed = sum(len(piece[0]) for piece in lay.pieces if not isinstance(piece, AnchorKV))
+        if not 1 <= k <= fed:
+            raise InvalidInputError(f"prompt {b}: keep must be in [1, {fed}] (its text tokens), got {k}")
     n_layers = len(ctx.masks.layer_types)
     rows = []  # per prompt: (kv pieces, kv order, text ids, text pos, text order)
     for lay in layouts:

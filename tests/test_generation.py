@@ -429,3 +429,15 @@ def test_batched_prefill_gradients_match(make_sac):
     for g_batched, g_alone in reached:
         assert g_batched.abs().sum() > 0
         assert torch.allclose(g_batched, g_alone, atol=1e-5, rtol=1e-3)
+
+
+def test_batched_prefill_refuses_bad_keep(make_sac):
+    from sac_rag.errors import InvalidInputError
+    from sac_rag.generation import _prefill_batch
+
+    sac = make_sac("llama", ratio=4)
+    kv = sac.compress(CONTEXT)
+    with pytest.raises(InvalidInputError, match="one keep count per prompt"):
+        _prefill_batch(sac._context(), [[kv, "Q?"]], [1, 1])
+    with pytest.raises(InvalidInputError, match="keep must be in"):  # BOS + [LM] + 2 tokens: at most 4 rows
+        _prefill_batch(sac._context(), [[kv, "Q?"]], [5])
