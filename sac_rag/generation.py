@@ -384,6 +384,7 @@ def _prefill_batch(ctx: DecoderContext, prompts: Sequence[Sequence[Segment]], ke
     q_order = torch.full((len(rows), n_q), -1, dtype=torch.long, device=device)
     q_pos = torch.zeros((len(rows), n_q), dtype=torch.long, device=device)
     embeds, key_rows, value_rows = [], [], []
+    ref = next((r[0][0] for r in rows if r[0]), None)  # any KV: the shape of pad entries
     for b, (kvs, kv_order, ids, pos, t_order) in enumerate(rows):
         k = len(kv_order)
         if n_kv:
@@ -395,7 +396,6 @@ def _prefill_batch(ctx: DecoderContext, prompts: Sequence[Sequence[Segment]], ke
                 kk = vv = None
                 kp = torch.zeros(0, dtype=torch.long, device=device)
             if k < n_kv:  # pad (zeros; masked out for every query)
-                ref = next(r[0][0] for r in rows if r[0])
                 pad = torch.zeros((n_layers, ref.keys.shape[1], n_kv - k, ref.keys.shape[3]), dtype=dtype, device=device)
                 kk = pad if kk is None else torch.cat([kk, pad], dim=2)
                 vv = pad if vv is None else torch.cat([vv, pad], dim=2)

@@ -149,6 +149,11 @@ def run_precision(sac) -> dict[str, str]:
     return out
 
 
+def recorded_dtype(summary: dict) -> str:
+    """The dtype an eval summary ran in; files written before it was recorded were all bf16."""
+    return summary.get("dtype", "bfloat16")
+
+
 def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
     """The records of an earlier ``evaluate`` run that this run would reproduce: the same data, method, model,
     adapter and settings, differing at most in ``limit``. Questions and distractors are drawn in one seeded
@@ -173,8 +178,8 @@ def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
     if prev_summary.get("adapter") != _adapter_of(sac) or not same_weights:
         differ.append("adapter")
     mine_dtype = run_precision(sac)["dtype"]
-    if prev_summary.get("dtype", "bfloat16") != mine_dtype:  # runs before dtype was recorded were all bf16
-        differ.append(f"dtype ({prev_summary.get('dtype', 'bfloat16')} vs {mine_dtype})")
+    if recorded_dtype(prev_summary) != mine_dtype:
+        differ.append(f"dtype ({recorded_dtype(prev_summary)} vs {mine_dtype})")
     if differ:
         raise InvalidInputError(f"cannot reuse {previous}: it differs from this run in {', '.join(differ)}")
     return prev_records

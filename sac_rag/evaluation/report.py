@@ -14,6 +14,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from .qa import recorded_dtype
+
 __all__ = ["write_report"]
 
 
@@ -40,8 +42,8 @@ def _method_name(r: dict) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
-    if r["summary"].get("dtype", "bfloat16") != "bfloat16":  # every run before dtype was recorded was bf16
-        name += f" [{r['summary']['dtype']}]"
+    if recorded_dtype(r["summary"]) != "bfloat16":
+        name += f" [{recorded_dtype(r['summary'])}]"
     return name + f", {cfg['shots']}-shot"
 
 
@@ -74,7 +76,7 @@ def command(r: dict) -> str:
         parts.append(f"--offset {cfg['offset']}")
     if cfg.get("seed"):
         parts.append(f"--seed {cfg['seed']}")
-    parts.append(f"--dtype {r['summary'].get('dtype', 'bfloat16')}")  # auto differs by CPU; unrecorded: bf16
+    parts.append(f"--dtype {recorded_dtype(r['summary'])}")  # auto differs by CPU
     return " ".join(parts)
 
 
@@ -221,8 +223,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
             name += f" ({re.sub(r', decay over last .*$', '', info['recipe'])})"
         elif info.get("init"):
             name += f" (from {info['init']})"
-        if r["summary"].get("dtype", "bfloat16") != "bfloat16":  # evaluated in another dtype: its own line
-            name += f" [{r['summary']['dtype']}]"
+        if recorded_dtype(r["summary"]) != "bfloat16":  # evaluated in another dtype: its own line
+            name += f" [{recorded_dtype(r['summary'])}]"
         hours = (before.get("elapsed_s", 0) + info.get("elapsed_s", 0)) / 3600
         series[name].append((int(before.get("items", 0) + info.get("items", 0)), r["summary"]["f1"], r, hours))
     first = runs[0]["config"]

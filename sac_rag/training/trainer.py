@@ -166,7 +166,7 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.T
             target = target + [sac.tokenizer.eos_token_id]
         prompts.append([*segments, target])
         targets.append(target)
-    # all queries of the item in one batched forward pass (on a CPU, one pass per query costs ~2x more)
+    # all queries of the item in one batched forward pass (1.45x faster per item than one pass each, fp32 CPU)
     rows = _prefill_batch(ctx, prompts, [len(t) + 1 for t in targets])
     losses = [
         torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(t, device=logits.device)) for logits, t in zip(rows, targets)
