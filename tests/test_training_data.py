@@ -101,6 +101,24 @@ def test_squad(tmp_path):
     assert examples[3].article == "Hills"
 
 
+def test_squad_v2_drops_unanswerable_questions(tmp_path):
+    path = tmp_path / "train-v2.0.json"
+    data = {"version": "v2.0", "data": [{"title": "Moons", "paragraphs": [
+        {"context": "Io orbits Jupiter.", "qas": [
+            {"id": "a", "question": "What does Io orbit?", "answers": [{"text": "Jupiter", "answer_start": 10}],
+             "is_impossible": False},
+            {"id": "b", "question": "What does Io eat?", "answers": [], "is_impossible": True,
+             "plausible_answers": [{"text": "Jupiter", "answer_start": 10}]},
+        ]},
+        {"context": "Titan has lakes.", "qas": [
+            {"id": "c", "question": "What has no lakes?", "answers": [], "is_impossible": True},
+        ]},
+    ]}]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    examples = load_examples(path)
+    assert [(e.id, e.answers, e.index) for e in examples] == [("a", ("Jupiter",), 0)]
+
+
 @pytest.mark.parametrize("name", ["nq-open-oracle.jsonl", "nq-open-oracle.jsonl.gz"])
 def test_nq(tmp_path, name):
     path = tmp_path / name

@@ -1,6 +1,6 @@
 """Reading QA data sets and plain text into one shape, :class:`QAExample`.
 
-Formats: SQuAD JSON, NQ-open oracle JSONL(.gz) (``ctxs`` with a gold
+Formats: SQuAD JSON (v1.1, or v2.0 without its unanswerable questions), NQ-open oracle JSONL(.gz) (``ctxs`` with a gold
 passage), MRQA JSONL (a header line, then ``context`` + ``qas``), a generic
 JSONL (``question``, ``answers``, ``passages``), and plain text for
 LM-continuation pretraining. Every example keeps the title/article of its
@@ -72,6 +72,8 @@ def load_examples(path: str | Path, fmt: str | None = None, *, parity: str | Non
             for para in article["paragraphs"]:
                 for qa in para["qas"]:
                     answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
+                    if qa.get("is_impossible") or not answers:
+                        continue  # SQuAD 2.0's unanswerable questions: nothing to train or score on
                     out.append(QAExample(qa["id"], qa["question"], answers, (para["context"],), article["title"], len(out)))
     elif fmt == "nq":
         for i, row in enumerate(_jsonl(path)):
