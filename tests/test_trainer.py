@@ -247,6 +247,29 @@ def test_lr_schedule_warmup_constant_decay(tmp_path):
         TrainConfig(stage="qa", qa_data=("x",), steps=10, decay_steps=11, out_dir=str(tmp_path))
 
 
+def test_lr_schedule_on_a_time_budget(tmp_path):
+    from sac_rag import ConfigError
+    from sac_rag.training.trainer import lr_scale
+
+    cfg = TrainConfig(stage="qa", qa_data=("x",), steps=100, warmup=1, decay_steps=50, time_budget_s=60,
+                      out_dir=str(tmp_path))
+    # the decay follows whichever is further along: the steps done or the share of the budget spent
+    assert lr_scale(cfg, 10, spent=0.25) == 1.0
+    assert lr_scale(cfg, 10, spent=0.75) == pytest.approx(0.5)
+    assert lr_scale(cfg, 75, spent=0.1) == pytest.approx(0.5)
+    assert lr_scale(cfg, 10, spent=1.2) == 0.0
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        TrainConfig(stage="qa", qa_data=("x",), time_budget_s=-1, out_dir=str(tmp_path))
+
+
+def test_spent_time_budget_stops_the_run(base, data, tmp_path):
+    out = tmp_path / "run"
+    path = train(config(base, data, out, steps=50, time_budget_s=1e-9), progress=False)
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["step"] == 0 and path.is_dir()
+    assert log_lines(out) == []
+
+
 def test_decay_reaches_the_optimizer(base, data, tmp_path):
     out = tmp_path / "run"
     train(config(base, data, out, steps=3, warmup=1, decay_steps=2, lr=1e-3), progress=False)

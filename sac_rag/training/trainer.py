@@ -59,6 +59,9 @@ class TrainConfig:
     emb_lr: float = 1e-3
     warmup: int = 30
     decay_steps: int = 0  # linear decay of the learning rate to zero over the last decay_steps of `steps` (0: constant)
+    # wall-clock budget of this invocation in seconds (0: none): the run stops when it is spent, and the schedule
+    # treats the spent fraction of it like the done fraction of `steps`, so the decay ends with the budget
+    time_budget_s: float = 0.0
     clip: float = 2.0
     max_distractors: int = 4
     max_questions: int = 4  # questions about the same passages decoded from one compression
@@ -82,6 +85,8 @@ class TrainConfig:
             raise ConfigError("stage 'qa' needs qa_data")
         if self.stage == "lm" and not (self.text_data or self.qa_data):
             raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
+        if self.time_budget_s < 0:
+            raise ConfigError(f"time_budget_s must be >= 0, got {self.time_budget_s}")
         if not 0 <= self.decay_steps <= self.steps:
             raise ConfigError(f"decay_steps must be in [0, steps={self.steps}], got {self.decay_steps}")
         bad = set(self.prompt_shapes) - set(PROMPT_SHAPES)
@@ -197,12 +202,14 @@ def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
     sac._refresh_fingerprint()
 
 
-def lr_scale(cfg: TrainConfig, step: int) -> float:
+def lr_scale(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
     """The learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup, constant, then (with
-    ``decay_steps``) a linear decay that reaches zero after the last step."""
+    ``decay_steps``) a linear decay that reaches zero after the last step. ``spent`` is the fraction of
+    ``time_budget_s`` used so far: the decay follows whichever of steps and time is further along."""
     scale = min(1.0, (step + 1) / max(1, cfg.warmup))
-    if cfg.decay_steps and step >= cfg.steps - cfg.decay_steps:
-        scale *= (cfg.steps - step) / cfg.decay_steps
+    at = max(float(step), spent * cfg.steps)
+    if cfg.decay_steps and at >= cfg.steps - cfg.decay_steps:
+        scale *= max(0.0, cfg.steps - at) / cfg.decay_steps
     return scale
 
 
@@ -290,8 +297,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         _load_optimizer(opt, latest / "optimizer.safetensors")
     base_lrs = [g["lr"] for g in opt.param_groups]
 
+    def spent() -> float:
+        return (time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
+
     def set_lr(step: int) -> None:
-        scale = lr_scale(cfg, step)
+        scale = lr_scale(cfg, step, spent())
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
 
@@ -308,7 +318,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     sac.model.train()
     last_save = time.time()
     t0, elapsed0 = time.time(), state["elapsed_s"]
-    while state["step"] < cfg.steps:
+    while state["step"] < cfg.steps and spent() < 1.0:
         set_lr(state["step"])
         t_step = time.time()
         losses, toks = [], 0
@@ -336,7 +346,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}", ips=rec["items_per_s"])
-        if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps:
+        if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps or spent() >= 1.0:
             sac._refresh_fingerprint()
             _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out)
             last_save = time.time()
