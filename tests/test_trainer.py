@@ -192,6 +192,34 @@ def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):
               progress=False)
 
 
+def test_batched_passage_encoding_gives_the_same_loss_and_gradients(tmp_path, monkeypatch):
+    """``encode_batch`` only changes how passages of different lengths are padded together, not what is learned."""
+    import sac_rag.sac_model as sac_model_mod
+
+    sac = SACModel.from_model(tiny_llama(seed=2), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    item = TrainItem(("A passage about the river that runs past the old mill.", "Another text on the weather, rainy.",
+                      "A third one, on the mill's owner and his dog."),
+                     ((build_prompt("sac", "What runs past the mill?", 3), "the river"),), "qa")
+    calls = []
+    encode_chunks = sac_model_mod.encode_chunks
+    monkeypatch.setattr(sac_model_mod, "encode_chunks", lambda *a: calls.append(len(a[-1])) or encode_chunks(*a))
+    sac.model.train()
+    results = []
+    for encode_batch in (1, 3):
+        cfg = TrainConfig(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64,
+                          max_target_tokens=16, encode_batch=encode_batch)
+        for p in sac.trainable_parameters()["lora"] + [sac.embeddings.anchor]:
+            p.requires_grad_(True)
+            p.grad = None
+        loss, _ = item_loss(sac, item, cfg)
+        loss.backward()
+        results.append((loss.item(), sac.embeddings.anchor.grad.clone()))
+    assert calls == [1, 1, 1, 3]  # one at a time, then the three padded into one batch
+    (loss1, grad1), (loss3, grad3) = results
+    assert loss3 == pytest.approx(loss1, rel=1e-4)
+    assert torch.allclose(grad3, grad1, rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("encoder_only", [False, True], ids=["all", "encoder-only"])
 def test_overfits_one_item(tmp_path, encoder_only):
     """Loss on one fixed item falls under AdamW: gradients reach LoRA and the SAC embeddings through the anchor KV.

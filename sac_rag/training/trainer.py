@@ -68,6 +68,9 @@ class TrainConfig:
     prompt_shapes: tuple[str, ...] = PROMPT_SHAPES
     max_passage_tokens: int = 400
     max_target_tokens: int = 96
+    # passages of one item encoded together (0: one at a time on a CPU, where padding costs more than it saves,
+    # all of them at once elsewhere, where a GPU otherwise waits on kernel launches)
+    encode_batch: int = 0
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
         if self.time_budget_s < 0:
             raise ConfigError(f"time_budget_s must be >= 0, got {self.time_budget_s}")
+        if self.encode_batch < 0:
+            raise ConfigError(f"encode_batch must be >= 0, got {self.encode_batch}")
         if not 0 <= self.decay_steps <= self.steps:
             raise ConfigError(f"decay_steps must be in [0, steps={self.steps}], got {self.decay_steps}")
         bad = set(self.prompt_shapes) - set(PROMPT_SHAPES)
@@ -159,7 +164,8 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.T
         passages = tuple(sac.tokenizer.decode(sac.tokenize(p)[: cfg.max_passage_tokens]) for p in item.passages)
     else:
         ids = [sac.tokenize(sac.config.template + p)[: cfg.max_passage_tokens] for p in item.passages]
-        kvs = sac.encode_ids(ids, batch_size=1)
+        batch = cfg.encode_batch or (1 if sac.device.type == "cpu" else len(ids))
+        kvs = sac.encode_ids(ids, batch_size=batch)
     prompts, targets = [], []
     for prompt, target_text in item.queries:
         if cfg.method == "full-ft":
