@@ -302,3 +302,60 @@ def test_decay_reaches_the_optimizer(base, data, tmp_path):
     out = tmp_path / "run"
     train(config(base, data, out, steps=3, warmup=1, decay_steps=2, lr=1e-3), progress=False)
     assert [r["lr"] for r in log_lines(out)] == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_distill_kl_hand_checked():
+    from sac_rag.training.trainer import distill_kl
+
+    same = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 3.0]])
+    assert distill_kl(same, same).item() == pytest.approx(0.0, abs=1e-7)
+    # teacher (1/2, 1/2), student (3/4, 1/4): 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)
+    kl = distill_kl(torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([[0.0, 0.0]]))
+    assert kl.item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-5)
+
+
+def test_distill_config_is_checked(tmp_path):
+    from sac_rag import ConfigError
+
+    with pytest.raises(ConfigError, match="distill must be"):
+        TrainConfig(stage="qa", qa_data=("x",), distill=1.5, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="QA stage of the sac method"):
+        TrainConfig(stage="qa", qa_data=("x",), method="full-ft", distill=0.5, out_dir=str(tmp_path))
+    assert "distill 0.5" in TrainConfig(stage="qa", qa_data=("x",), distill=0.5, out_dir=str(tmp_path)).recipe()
+
+
+def test_distillation_pulls_the_student_towards_the_text_reader(tmp_path):
+    """With ``distill=1`` the loss is the KL to the frozen base reading the text: non-negative, it reaches the anchor
+    embedding (not the frozen base), it falls under AdamW, and the mixed loss sits between CE and KL."""
+    sac = SACModel.from_model(tiny_llama(seed=3), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    item = TrainItem(("The vault code is 7431.", "It rained all day."),
+                     ((build_prompt("sac", "What is the code?", 2), "7431"),), "qa")
+    cfg = dict(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64, max_target_tokens=16)
+    params = sac.trainable_parameters()["lora"] + [sac.embeddings.anchor]
+    for p in params:
+        p.requires_grad_(True)
+    sac.model.train()
+    ce, _ = item_loss(sac, item, TrainConfig(**cfg))
+    half, _ = item_loss(sac, item, TrainConfig(**cfg, distill=0.5))
+    kl_cfg = TrainConfig(**cfg, distill=1.0)
+    kl, _ = item_loss(sac, item, kl_cfg)
+    assert kl.item() >= 0
+    assert half.item() == pytest.approx(0.5 * ce.item() + 0.5 * kl.item(), rel=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    losses = []
+    for step in range(12):
+        loss, _ = item_loss(sac, item, kl_cfg)
+        loss.backward()
+        if step == 0:
+            assert sac.embeddings.anchor.grad is not None and sac.embeddings.anchor.grad.abs().sum() > 0
+            assert all(p.grad is None for p in sac.base_model.parameters() if not p.requires_grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_train_with_distillation_runs(base, data, tmp_path):
+    out = tmp_path / "run"
+    train(config(base, data, out, steps=2, distill=0.5), progress=False)
+    assert all(math.isfinite(r["loss"]) for r in log_lines(out)) and len(log_lines(out)) == 2
