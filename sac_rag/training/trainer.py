@@ -164,9 +164,11 @@ def _context(sac: SACModel) -> DecoderContext:
     return ctx
 
 
-def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | None = None) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
-    compressed once for all of them); returns (loss, number of target tokens).
+    compressed once for all of them); returns (loss, number of target tokens). With ``cfg.distill`` the loss mixes
+    in the KL term; a ``parts`` dict, if given, receives the two terms as floats (``ce``, ``kl``), so that runs
+    with and without distillation can be compared on the same cross-entropy.
 
     ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on."""
     ctx = _context(sac)
@@ -194,9 +196,14 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[torch.T
     losses = [
         torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(t, device=logits.device)) for logits, t in zip(rows, targets)
     ]
+    if parts is not None:
+        parts["ce"] = float(torch.stack(losses).mean().detach())
     if cfg.distill:
         teacher = _teacher_rows(sac, item, targets, keep, cfg)
-        losses = [(1 - cfg.distill) * ce + cfg.distill * distill_kl(s[:-1], t[:-1]) for ce, s, t in zip(losses, rows, teacher)]
+        kls = [distill_kl(s[:-1], t[:-1]) for s, t in zip(rows, teacher)]
+        if parts is not None:
+            parts["kl"] = float(torch.stack(kls).mean().detach())
+        losses = [(1 - cfg.distill) * ce + cfg.distill * kl for ce, kl in zip(losses, kls)]
     return torch.stack(losses).mean(), sum(len(t) for t in targets)
 
 
@@ -365,12 +372,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     while state["step"] < cfg.steps and spent() < 1.0:
         set_lr(state["step"])
         t_step = time.time()
-        losses, toks = [], 0
+        losses, ces, kls, toks = [], [], [], 0
         for _ in range(cfg.grad_accum):
             item = next(stream)
-            loss, n = item_loss(sac, item, cfg)
+            parts: dict = {}
+            loss, n = item_loss(sac, item, cfg, parts)
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
+            ces.append(parts["ce"])
+            kls.append(parts.get("kl", 0.0))
             toks += n
             state["items"] += 1
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -384,6 +394,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         rec = {"step": state["step"], "items": state["items"], "loss": round(loss_v, 4), "grad_norm": round(gnorm, 3),
                "lr": opt.param_groups[0]["lr"], "items_per_s": round(cfg.grad_accum / (time.time() - t_step), 3),
                "elapsed_s": round(state["elapsed_s"], 1), "stage": cfg.stage}
+        if cfg.distill:  # the loss mixes two terms: log the cross-entropy alone too, comparable with plain runs
+            rec.update(ce=round(sum(ces) / len(ces), 4), kl=round(sum(kls) / len(kls), 4))
         if math.isfinite(loss_v):
             log.write(json.dumps(rec) + "\n")
             log.flush()
