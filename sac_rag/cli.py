@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         stage=args.stage, method=args.method, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
-        init_adapter=args.init_adapter, ratio=args.ratio, lora_rank=args.lora_rank, steps=args.steps,
+        init_adapter=args.init_adapter, ratio=args.ratio, joint_ratios=tuple(args.joint_ratios or ()), lora_rank=args.lora_rank, steps=args.steps,
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qa-data", action="append", help="path[:format[:even|odd]] (repeatable)")
     p.add_argument("--text-data", action="append", help="LM text source, same syntax (repeatable)")
     p.add_argument("--init-adapter", default=None)
+    p.add_argument("--joint-ratios", type=int, nargs="+", default=None, metavar="R",
+                   help="train these ratios too, with one LoRA and [LM] embedding shared with --ratio (each ratio keeps "
+                        "its own anchor table; items take the ratios in turn); saved as latest/adapter-x<R>")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--grad-accum", type=int, default=8)

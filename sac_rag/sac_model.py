@@ -12,6 +12,7 @@ A lock makes it safe to share between threads. It does not store KVs
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -247,6 +248,23 @@ class SACModel:
                 base_model=self.source,
                 info={**(info or {}), "trained": bool((info or {}).get("trained", self.trained))},
             )
+
+    def _sibling(self, ratio: int) -> "SACModel":
+        """A view of this model at another ratio, for training one adapter on several ratios: it shares the base
+        model, the LoRA and the ``[LM]`` embedding (the same objects, so one update moves both views), and has its
+        own anchor table (slots differ between ratios), freshly initialised. Not thread-safe against the original
+        beyond the shared lock; meant for the training loop."""
+        config = replace(self.config, ratio=ratio)
+        sib = copy.copy(self)
+        sib.config = config
+        hidden = self.embeddings.lm.shape[-1]
+        emb = SACEmbeddings(config, self.embeddings.lm.detach().reshape(1, hidden))
+        emb = emb.to(device=self.embeddings.anchor.device, dtype=self.embeddings.anchor.dtype)
+        emb.lm = self.embeddings.lm  # the same parameter object
+        sib.embeddings = emb
+        sib.adapter_path, sib.adapter_info = None, {}
+        sib._refresh_fingerprint()
+        return sib
 
     def trainable_parameters(self) -> dict[str, list[torch.nn.Parameter]]:
         """The parameters training updates: LoRA matrices and SAC embeddings (kept separate for their own learning rates)."""

@@ -293,6 +293,30 @@ def test_report_overview_and_one_ratio_panel_per_data_set(sac, squad, tmp_path):
     assert width > 1.8 * height  # two panels side by side (dev.json, other.json), the distractor setting left out
 
 
+def test_closed_book_row_joins_the_distractor_table_of_the_same_questions(sac, squad, tmp_path):
+    """Closed book reads no passage, so its gold-passage run is also the distractor setting's row (marked), when the
+    questions are the same; a table of other questions does not get it."""
+    results = tmp_path / "results"
+    evaluate(sac, EvalConfig(data=squad, method="closed-book", limit=2, max_new_tokens=1), out=results / "cb.json",
+             progress=False)
+    evaluate(sac, EvalConfig(data=squad, method="full", passages=2, limit=2, max_new_tokens=1), out=results / "rag.json",
+             progress=False)
+    evaluate(sac, EvalConfig(data=squad, method="full", passages=2, limit=2, offset=1, max_new_tokens=1),
+             out=results / "other" / "rag_offset.json", progress=False)
+    text = write_report(results, tmp_path / "docs").read_text()
+    rag = text.split("gold among 1 distractors, 2 questions", 1)[1].split("\n## ", 1)[0]
+    assert "| closed-book [float32], 0-shot (reads no passage: the gold-passage run) |" in rag and "cb.json" in rag
+    overview = text.split("## Overview", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in overview.splitlines() if line.startswith("| closed-book"))
+    assert row.count(" | ") == 2  # both settings' cells filled
+    # a distractor table of other questions (offset 1): not shared
+    other = results / "other"
+    (other / "cb.json").write_bytes((results / "cb.json").read_bytes())
+    text = write_report(other, tmp_path / "docs2").read_text()
+    rag = text.split("gold among 1 distractors, 2 questions", 1)[1].split("\n## ", 1)[0]
+    assert "rag_offset.json" in rag and "closed-book" not in rag
+
+
 def test_write_report_without_plots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -74,9 +74,9 @@ def record_items(monkeypatch) -> list[TrainItem]:
     seen: list[TrainItem] = []
     original = trainer_mod.item_loss
 
-    def spy(sac, item, cfg):
+    def spy(sac, item, cfg, *rest):
         seen.append(item)
-        return original(sac, item, cfg)
+        return original(sac, item, cfg, *rest)
 
     monkeypatch.setattr(trainer_mod, "item_loss", spy)
     return seen
@@ -365,3 +365,59 @@ def test_train_with_distillation_runs(base, data, tmp_path):
     assert all(math.isfinite(r["loss"]) for r in rows) and len(rows) == 2
     # the logged loss is the mix of the logged terms (each averaged over the step's items)
     assert all(r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kl"], abs=2e-4) for r in rows)
+
+
+def test_sibling_view_shares_lora_and_lm_not_anchors():
+    sac = SACModel.from_model(tiny_llama(seed=3), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    sib = sac._sibling(8)
+    assert sib.config.ratio == 8 and sac.config.ratio == 4
+    assert sib.embeddings.lm is sac.embeddings.lm and sib.model is sac.model
+    assert sib.embeddings.anchor.shape[0] == SACConfig(ratio=8, lora_rank=4).anchor_slots != sac.embeddings.anchor.shape[0]
+    text = "A passage of some length, long enough to hold a few anchors at either ratio."
+    assert sib.compress(text).num_anchors < sac.compress(text).num_anchors
+    assert sib.fingerprint != sac.fingerprint  # KV of one ratio is never decoded as the other's
+
+
+def test_joint_ratios_config_is_checked(tmp_path):
+    from sac_rag import ConfigError
+
+    for bad in ((5,), (15, 15), (0,)):
+        with pytest.raises(ConfigError, match="joint_ratios"):
+            TrainConfig(stage="qa", qa_data=("x",), ratio=5, joint_ratios=bad, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="joint_ratios"):
+        TrainConfig(stage="qa", qa_data=("x",), method="full-ft", joint_ratios=(15,), out_dir=str(tmp_path))
+    assert "joint with x15" in TrainConfig(stage="qa", qa_data=("x",), joint_ratios=(15,), out_dir=str(tmp_path)).recipe()
+
+
+def test_joint_ratios_train_one_lora_for_both(base, data, tmp_path, monkeypatch):
+    """One run, two ratios: items alternate, both adapters share LoRA and [LM] and keep their own anchors, and a
+    resumed run restores the second ratio's anchors from its checkpoint."""
+    ratios_seen: list[int] = []
+    original = trainer_mod.item_loss
+
+    def spy(sac, item, cfg, *rest):
+        ratios_seen.append(sac.config.ratio)
+        return original(sac, item, cfg, *rest)
+
+    monkeypatch.setattr(trainer_mod, "item_loss", spy)
+    out = tmp_path / "joint"
+    cfg = config(base, data, out, steps=2, grad_accum=2, ratio=5, joint_ratios=(15,))
+    train(cfg, progress=False)
+    assert ratios_seen == [5, 15, 5, 15]
+    assert all(set(r["loss_by_ratio"]) == {"5", "15"} for r in log_lines(out))
+    five, fifteen = load(base, out / "latest" / "adapter"), load(base, out / "latest" / "adapter-x15")
+    assert five.config.ratio == 5 and fifteen.config.ratio == 15 and fifteen.config.anchor_slots == 34
+    lora5 = {n: p for n, p in five.model.named_parameters() if "lora_" in n}
+    lora15 = {n: p for n, p in fifteen.model.named_parameters() if "lora_" in n}
+    assert lora5.keys() == lora15.keys() and all(torch.equal(lora5[n], lora15[n]) for n in lora5)
+    assert torch.equal(five.embeddings.lm, fifteen.embeddings.lm)
+    # the 15x table started as the untrained 5x table mapped by slot position, and its own items moved it
+    untrained = load(base, cfg=cfg)
+    start15 = trainer_mod.map_anchor_slots(untrained.embeddings.anchor.detach(), untrained.config, fifteen.config)
+    assert not torch.allclose(fifteen.embeddings.anchor, start15)
+    assert fifteen.adapter_info["joint_with"] == 5 and fifteen.adapter_info["ratio"] == 15
+    # resume with frozen rates: the 15x anchors come back from the checkpoint (not re-mapped from the 5x table)
+    saved15 = fifteen.embeddings.anchor.detach().clone()
+    train(config(base, data, out, steps=3, grad_accum=2, ratio=5, joint_ratios=(15,), lr=0.0, emb_lr=0.0), progress=False)
+    assert torch.equal(load(base, out / "latest" / "adapter-x15").embeddings.anchor, saved15)
+    assert ratios_seen[4:] == [5, 15]

@@ -36,7 +36,7 @@ from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "item_loss", "distill_kl", "item_stream", "init_from_other_ratio", "prior_training"]
+__all__ = ["TrainConfig", "train", "item_loss", "distill_kl", "item_stream", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
 
 
 @dataclass
@@ -50,6 +50,10 @@ class TrainConfig:
     base_model: str | None = None
     init_adapter: str | None = None
     ratio: int = 5
+    # other ratios trained jointly with `ratio` (one adapter for several ratios): they share the LoRA and the [LM]
+    # embedding, each keeps its own anchor table (started from `ratio`'s, slot by nearest position); items take
+    # the ratios in turn; each ratio's adapter is saved next to the main one (latest/adapter-x<r>)
+    joint_ratios: tuple[int, ...] = ()
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -99,6 +103,13 @@ class TrainConfig:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         if self.distill and (self.method != "sac" or self.stage != "qa"):
             raise ConfigError("distill applies to the QA stage of the sac method (the teacher reads what SAC compresses)")
+        if self.joint_ratios:
+            if self.method != "sac":
+                raise ConfigError("joint_ratios applies to the sac method (full-ft does not compress)")
+            bad = [r for r in self.joint_ratios if not isinstance(r, int) or isinstance(r, bool) or r < 1]
+            if bad or len(set(self.joint_ratios)) != len(self.joint_ratios) or self.ratio in self.joint_ratios:
+                raise ConfigError(f"joint_ratios must be distinct positive ints other than ratio={self.ratio}, "
+                                  f"got {self.joint_ratios}")
         if self.encode_batch < 0:
             raise ConfigError(f"encode_batch must be >= 0, got {self.encode_batch}")
         if not 0 <= self.decay_steps <= self.steps:
@@ -118,6 +129,8 @@ class TrainConfig:
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
             parts.append(f"distill {self.distill:g}")
+        if self.joint_ratios:
+            parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
 
     def sac_config(self) -> SACConfig:
@@ -241,16 +254,42 @@ def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
         raise ConfigError(f"adapter {path} differs from this run in more than the ratio: {theirs} vs {mine}")
     if files.base_fingerprint != sac.base_fingerprint:
         raise ConfigError(f"adapter {path} belongs to another base model ({files.meta.get('base_model')!r})")
-    anchor = files.embeddings["anchor"]
-    if mine.anchor_embedding == "per_slot":
-        src = anchor_offsets(theirs, mine.chunk_tokens)
-        dst = anchor_offsets(mine, mine.chunk_tokens)
-        pick = [min(range(len(src)), key=lambda i: abs(src[i] - d)) for d in dst]
-        anchor = anchor[pick]
+    anchor = map_anchor_slots(files.embeddings["anchor"], theirs, mine)
     files = replace(files, embeddings={**files.embeddings, "anchor": anchor})
     sac._load_weights(files)
     sac.adapter_info = {"trained": True, "init_from": str(path), "init_ratio": theirs.ratio}
     sac._refresh_fingerprint()
+
+
+def map_anchor_slots(anchor: torch.Tensor, theirs: SACConfig, mine: SACConfig) -> torch.Tensor:
+    """An anchor table for ``mine`` from one trained under ``theirs`` (another ratio): with per-slot vectors each
+    slot takes the source slot that sat nearest to its position in a full sub-context; a shared vector is kept."""
+    if mine.anchor_embedding != "per_slot":
+        return anchor
+    src = anchor_offsets(theirs, mine.chunk_tokens)
+    dst = anchor_offsets(mine, mine.chunk_tokens)
+    return anchor[[min(range(len(src)), key=lambda i: abs(src[i] - d)) for d in dst]]
+
+
+def _joint_views(sac: SACModel, cfg: TrainConfig, resume_from: Path | None) -> dict[int, SACModel]:
+    """The models training sees, by ratio: ``sac`` itself and a sibling per joint ratio (shared LoRA and [LM]),
+    whose anchor table comes from the checkpoint being resumed, else from ``sac``'s by slot position."""
+    views = {cfg.ratio: sac}
+    for r in cfg.joint_ratios:
+        sib = sac._sibling(r)
+        saved = resume_from / f"adapter-x{r}" if resume_from is not None else None
+        with torch.no_grad():
+            if saved is not None and saved.is_dir():
+                table = read_adapter(saved).embeddings["anchor"]
+            else:
+                table = map_anchor_slots(sac.embeddings.anchor.detach().cpu(), sac.config, sib.config)
+            if table.shape != sib.embeddings.anchor.shape:
+                raise ConfigError(f"anchor table for x{r} has shape {tuple(table.shape)}, expected "
+                                  f"{tuple(sib.embeddings.anchor.shape)}")
+            sib.embeddings.anchor.copy_(table.to(sib.embeddings.anchor.dtype))
+        sib._refresh_fingerprint()
+        views[r] = sib
+    return views
 
 
 def lr_scale(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
@@ -264,11 +303,15 @@ def lr_scale(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
     return scale
 
 
-def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path) -> None:
+def _save_checkpoint(sac: SACModel, opt: torch.optim.Optimizer, state: dict, out: Path,
+                     siblings: dict[int, SACModel] | None = None) -> None:
     tmp = out / ".latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     sac.save_adapter(tmp / "adapter", info={"trained": True, **state})
+    for r, sib in (siblings or {}).items():  # a jointly trained ratio: the same LoRA and [LM], its own anchors
+        sib._refresh_fingerprint()
+        sib.save_adapter(tmp / f"adapter-x{r}", info={"trained": True, **state, "ratio": r, "joint_with": sac.config.ratio})
     tensors = {}
     for gi, group in enumerate(opt.param_groups):
         for pi, p in enumerate(group["params"]):
@@ -337,7 +380,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             raise ConfigError(f"adapter {adapter} is for ratio {sac.config.ratio}, the run for {cfg.ratio}")
     else:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+    views = _joint_views(sac, cfg, latest if adapter == str(latest / "adapter") else None)
+    siblings = {r: v for r, v in views.items() if r != cfg.ratio}
     groups = sac.trainable_parameters()
+    groups["embeddings"] += [v.embeddings.anchor for v in siblings.values() if v.embeddings.anchor.numel() > 0]
     for ps in groups.values():
         for p in ps:
             p.requires_grad_(True)
@@ -358,6 +404,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
 
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=list))
     stream = item_stream(cfg)
+    ratios = (cfg.ratio, *cfg.joint_ratios)
     for _ in range(state["items"]):  # skip what earlier sessions consumed
         next(stream)
     log = open(out / "log.jsonl", "a", encoding="utf-8")
@@ -373,10 +420,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         set_lr(state["step"])
         t_step = time.time()
         losses, ces, kls, toks = [], [], [], 0
+        by_ratio: dict[int, list[float]] = {}
         for _ in range(cfg.grad_accum):
             item = next(stream)
             parts: dict = {}
-            loss, n = item_loss(sac, item, cfg, parts)
+            ratio = ratios[state["items"] % len(ratios)]  # joint training: the ratios take turns, item by item
+            loss, n = item_loss(views[ratio], item, cfg, parts)
+            by_ratio.setdefault(ratio, []).append(loss.item())
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
             ces.append(parts["ce"])
@@ -394,6 +444,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         rec = {"step": state["step"], "items": state["items"], "loss": round(loss_v, 4), "grad_norm": round(gnorm, 3),
                "lr": opt.param_groups[0]["lr"], "items_per_s": round(cfg.grad_accum / (time.time() - t_step), 3),
                "elapsed_s": round(state["elapsed_s"], 1), "stage": cfg.stage}
+        if siblings:  # each ratio's loss on its own (a step's items take the ratios in turn)
+            rec["loss_by_ratio"] = {str(r): round(sum(v) / len(v), 4) for r, v in sorted(by_ratio.items())}
         if cfg.distill:  # the loss mixes two terms: log the cross-entropy alone too, comparable with plain runs
             rec.update(ce=round(sum(ces) / len(ces), 4), kl=round(sum(kls) / len(kls), 4))
         if math.isfinite(loss_v):
@@ -404,7 +456,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             bar.set_postfix(loss=f"{loss_v:.3f}", ips=rec["items_per_s"])
         if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps or spent() >= 1.0:
             sac._refresh_fingerprint()
-            _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out)
+            _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out, siblings)
             last_save = time.time()
     if bar is not None:
         bar.close()
