@@ -317,6 +317,16 @@ def test_closed_book_row_joins_the_distractor_table_of_the_same_questions(sac, s
     assert "rag_offset.json" in rag and "closed-book" not in rag
 
 
+def test_loss_series_takes_a_distilled_runs_cross_entropy(tmp_path):
+    from sac_rag.evaluation.report import loss_series
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"step": 1, "items": 4, "loss": 2.0}, {"step": 2, "items": 8, "loss": 3.0, "ce": 1.5, "kl": 4.5},
+            {"step": 2, "items": 8, "loss": 2.5, "ce": 1.2, "kl": 3.8}]  # step 2 logged again by a resumed run
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    assert loss_series(log) == ([4, 8], [2.0, 1.2])
+
+
 def test_write_report_without_plots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

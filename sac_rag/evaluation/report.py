@@ -94,6 +94,21 @@ def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, legend
     return path.name
 
 
+def loss_series(log: Path) -> tuple[list[int], list[float]]:
+    """A training log's curve: items seen and the answer tokens' cross-entropy at each step (a step logged twice by
+    a resumed run: the last one). A distilled run's ``loss`` mixes in its KL term, so its ``ce`` is taken: the
+    same quantity as a plain run's ``loss``."""
+    rows = {}
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[rec["step"]] = rec
+    steps = sorted(rows)
+    return [rows[s]["items"] for s in steps], [rows[s].get("ce", rows[s]["loss"]) for s in steps]
+
+
 def _loss_curves(logs: list[Path], out: Path) -> str | None:
     import matplotlib
 
@@ -103,18 +118,9 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for log in logs:
-        rows = {}
-        for line in log.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[rec["step"]] = rec  # a resumed run logs some steps twice: keep the last
-        if not rows:
+        items, loss = loss_series(log)
+        if not items:
             continue
-        steps = sorted(rows)
-        items = [rows[s]["items"] for s in steps]
-        loss = [rows[s]["loss"] for s in steps]
         window = 20
         smooth = [sum(loss[max(0, i - window + 1): i + 1]) / len(loss[max(0, i - window + 1): i + 1]) for i in range(len(loss))]
         name = log.parent.name if log.name == "log.jsonl" else log.stem
@@ -123,8 +129,8 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
-    return _finish(fig, ax, out / "training_loss.png", xlabel="training examples", ylabel="loss (target tokens)",
-                   title="Training loss")
+    return _finish(fig, ax, out / "training_loss.png", xlabel="training examples",
+                   ylabel="cross-entropy (answer tokens)", title="Training loss")
 
 
 def _largest(groups: dict[tuple, list[dict]]) -> dict[tuple, list[dict]]:
