@@ -106,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         init_adapter=args.init_adapter, ratio=args.ratio, joint_ratios=tuple(args.joint_ratios or ()), lora_rank=args.lora_rank, steps=args.steps,
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
+        teacher_adapter=args.teacher_adapter,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passages of an item encoded in one batch (0: one at a time on a CPU, all at once on a GPU)")
     p.add_argument("--distill", type=float, default=0.0,
                    help="weight of a KL term towards the frozen base model reading the passages as text (QA stage; 0: off)")
+    p.add_argument("--teacher-adapter", default=None,
+                   help="with --distill: a full-ft adapter; the teacher is the base model with it, reading the text")
     p.add_argument("--max-distractors", type=int, default=4)
     p.add_argument("--max-questions", type=int, default=4, help="questions decoded from one compression (QA stage)")
     p.add_argument("--threads", type=int, default=None)

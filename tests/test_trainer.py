@@ -421,3 +421,32 @@ def test_joint_ratios_train_one_lora_for_both(base, data, tmp_path, monkeypatch)
     train(config(base, data, out, steps=3, grad_accum=2, ratio=5, joint_ratios=(15,), lr=0.0, emb_lr=0.0), progress=False)
     assert torch.equal(load(base, out / "latest" / "adapter-x15").embeddings.anchor, saved15)
     assert ratios_seen[4:] == [5, 15]
+
+
+def test_full_ft_teacher_reads_as_full_ft_does(base, data, tmp_path):
+    """--teacher-adapter: distillation from the base with a full-ft LoRA; its logits are those full-ft training
+    scores (same cross-entropy), not the bare base's; a SAC adapter is refused as a teacher."""
+    from sac_rag import ConfigError
+
+    with pytest.raises(ConfigError, match="needs distill"):
+        config(base, data, tmp_path / "x", teacher_adapter="somewhere")
+    ft = train(config(base, data, tmp_path / "ft", method="full-ft", steps=2), progress=False)
+    sac_adapter = train(config(base, data, tmp_path / "sac", steps=1), progress=False)
+    with pytest.raises(ConfigError, match="not a full-ft adapter"):
+        trainer_mod._load_teacher(config(base, data, tmp_path / "y", distill=0.5, teacher_adapter=str(sac_adapter)))
+    cfg = config(base, data, tmp_path / "kd", distill=0.5, teacher_adapter=str(ft))
+    assert "distill 0.5 from full-ft" in cfg.recipe()
+    teacher = trainer_mod._load_teacher(cfg)
+    student = load(base, sac_adapter)
+    item = next(item_stream(cfg))
+    targets = [student.tokenize(t)[: cfg.max_target_tokens] + [student.tokenizer.eos_token_id] for _, t in item.queries]
+    keep = [len(t) + 1 for t in targets]
+    rows = trainer_mod._teacher_rows(teacher, item, targets, keep, cfg, lora=True)
+    ce = torch.stack([torch.nn.functional.cross_entropy(r[:-1], torch.tensor(t)) for r, t in zip(rows, targets)]).mean()
+    ft_ce, _ = item_loss(teacher, item, config(base, data, tmp_path / "z", method="full-ft"))
+    assert ce.item() == pytest.approx(ft_ce.item(), rel=1e-4)
+    bare = trainer_mod._teacher_rows(teacher, item, targets, keep, cfg, lora=False)
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(rows, bare))  # the LoRA matters
+    # and a distilled run with it trains
+    out = train(cfg, progress=False).parent.parent
+    assert all(math.isfinite(r["ce"]) and math.isfinite(r["kl"]) for r in log_lines(out))

@@ -80,6 +80,9 @@ class TrainConfig:
     # + distill * KL(teacher || student) on the same target positions, the teacher being the frozen base model
     # reading the passages as text (a free teacher: no extra weights); 0 turns it off
     distill: float = 0.0
+    # the teacher of `distill`: a full-ft adapter (the base model with a LoRA trained to read the text), which
+    # answers far better than the bare base; None: the frozen base model
+    teacher_adapter: str | None = None
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -110,6 +113,8 @@ class TrainConfig:
             if bad or len(set(self.joint_ratios)) != len(self.joint_ratios) or self.ratio in self.joint_ratios:
                 raise ConfigError(f"joint_ratios must be distinct positive ints other than ratio={self.ratio}, "
                                   f"got {self.joint_ratios}")
+        if self.teacher_adapter and not self.distill:
+            raise ConfigError("teacher_adapter needs distill > 0 (it is the distillation teacher)")
         if self.encode_batch < 0:
             raise ConfigError(f"encode_batch must be >= 0, got {self.encode_batch}")
         if not 0 <= self.decay_steps <= self.steps:
@@ -128,7 +133,7 @@ class TrainConfig:
         if self.stage == "qa":
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
-            parts.append(f"distill {self.distill:g}")
+            parts.append(f"distill {self.distill:g}" + (" from full-ft" if self.teacher_adapter else ""))
         if self.joint_ratios:
             parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
@@ -177,13 +182,16 @@ def _context(sac: SACModel) -> DecoderContext:
     return ctx
 
 
-def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | None = None) -> tuple[torch.Tensor, int]:
+def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | None = None,
+              teacher: SACModel | None = None) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
     compressed once for all of them); returns (loss, number of target tokens). With ``cfg.distill`` the loss mixes
     in the KL term; a ``parts`` dict, if given, receives the two terms as floats (``ce``, ``kl``), so that runs
     with and without distillation can be compared on the same cross-entropy.
 
-    ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on."""
+    ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on. With
+    distillation, ``teacher`` (a model holding a full-ft adapter) reads the text with its LoRA on; without one,
+    ``sac``'s frozen base is the teacher."""
     ctx = _context(sac)
     if cfg.method == "full-ft":
         ctx.decoder_mode = sac.encoder_mode  # the adapter is part of the reader
@@ -212,8 +220,8 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
     if parts is not None:
         parts["ce"] = float(torch.stack(losses).mean().detach())
     if cfg.distill:
-        teacher = _teacher_rows(sac, item, targets, keep, cfg)
-        kls = [distill_kl(s[:-1], t[:-1]) for s, t in zip(rows, teacher)]
+        teacher_rows = _teacher_rows(teacher or sac, item, targets, keep, cfg, lora=teacher is not None)
+        kls = [distill_kl(s[:-1], t[:-1]) for s, t in zip(rows, teacher_rows)]
         if parts is not None:
             parts["kl"] = float(torch.stack(kls).mean().detach())
         losses = [(1 - cfg.distill) * ce + cfg.distill * kl for ce, kl in zip(losses, kls)]
@@ -233,11 +241,15 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def _teacher_rows(sac: SACModel, item: TrainItem, targets: list[list[int]], keep: list[int], cfg: TrainConfig) -> list[torch.Tensor]:
-    """The frozen base model (no LoRA, no [LM]) reading each query's prompt with the passages as text, teacher-forced
-    on the same target: logits of the same last positions as the student's."""
+def _teacher_rows(sac: SACModel, item: TrainItem, targets: list[list[int]], keep: list[int], cfg: TrainConfig,
+                  lora: bool = False) -> list[torch.Tensor]:
+    """The base model (no [LM]; its LoRA on only with ``lora``, for a full-ft teacher) reading each query's prompt
+    with the passages as text, teacher-forced on the same target: logits of the same last positions as the
+    student's."""
     ctx = sac._context()
     ctx.lm_embedding = None
+    if lora:
+        ctx.decoder_mode = sac.encoder_mode
     passages = _text_passages(sac, item, cfg)
     prompts = [[text_prompt(prompt, passages, sac.config.template), t] for (prompt, _), t in zip(item.queries, targets)]
     return [r.detach() for r in _prefill_batch(ctx, prompts, keep)]
@@ -290,6 +302,18 @@ def _joint_views(sac: SACModel, cfg: TrainConfig, resume_from: Path | None) -> d
         sib._refresh_fingerprint()
         views[r] = sib
     return views
+
+
+def _load_teacher(cfg: TrainConfig) -> SACModel | None:
+    """The full-ft model that distillation learns from, if the run names one (frozen, in eval mode)."""
+    if not cfg.teacher_adapter:
+        return None
+    files = read_adapter(cfg.teacher_adapter)
+    if (files.meta.get("info") or {}).get("method") != "full-ft":
+        raise ConfigError(f"teacher_adapter {cfg.teacher_adapter} is not a full-ft adapter (sac-rag train --method full-ft)")
+    teacher = SACModel.from_pretrained(cfg.base_model, adapter=cfg.teacher_adapter, dtype=cfg.dtype)
+    teacher.model.eval()
+    return teacher
 
 
 def lr_scale(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
@@ -380,6 +404,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             raise ConfigError(f"adapter {adapter} is for ratio {sac.config.ratio}, the run for {cfg.ratio}")
     else:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+    teacher = _load_teacher(cfg)
     views = _joint_views(sac, cfg, latest if adapter == str(latest / "adapter") else None)
     siblings = {r: v for r, v in views.items() if r != cfg.ratio}
     groups = sac.trainable_parameters()
@@ -425,7 +450,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             item = next(stream)
             parts: dict = {}
             ratio = ratios[state["items"] % len(ratios)]  # joint training: the ratios take turns, item by item
-            loss, n = item_loss(views[ratio], item, cfg, parts)
+            loss, n = item_loss(views[ratio], item, cfg, parts, teacher)
             by_ratio.setdefault(ratio, []).append(loss.item())
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
