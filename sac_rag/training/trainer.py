@@ -4,8 +4,9 @@ One item at a time: its passages are compressed by the encoder (LoRA on,
 with gradients), the frozen decoder reads the anchor KVs, the prompt and the
 target with teacher forcing, and the loss is cross-entropy on the target
 tokens only. Gradients reach the LoRA weights and the SAC embeddings through
-the anchors' keys/values (``distill`` mixes in a KL term towards the frozen base
-reading the passages as text). A checkpoint (adapter + optimizer + position in
+the anchors' keys/values (``distill`` mixes in a KL term towards the base reading
+the passages as text, bare or with a full-ft LoRA; ``joint_ratios`` trains one
+LoRA for several ratios, each with its own anchor table). A checkpoint (adapter + optimizer + position in
 the data stream) is written every few minutes to a directory outside git;
 ``resume=True`` continues from it, or, if it is gone, starts from
 ``init_adapter``. This module knows the loss and the loop, not data formats.
