@@ -279,14 +279,14 @@ def _share_closed_book(groups: dict[tuple, list[dict]]) -> None:
     is added there (marked) when that table has no closed-book row of its own and its questions are the same,
     in the same order (checked by id)."""
     for (data, parity, passages, limit), rows in list(groups.items()):
-        for r in [r for r in rows if r["config"]["method"] == "closed-book" and not r.get("_shared_from")]:
+        for r in [r for r in rows if r["config"]["method"] == "closed-book" and not r.get("_shared")]:
             for key, others in groups.items():
                 if key[:2] != (data, parity) or key[3] != limit or key[2] == passages or not others:
                     continue
                 if any(o["config"]["method"] == "closed-book" and o["config"]["shots"] == r["config"]["shots"] for o in others):
                     continue
                 if _ids(r) and _ids(r) == _ids(others[0]):
-                    others.append({**r, "_shared_from": passages})
+                    others.append({**r, "_shared": True})
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: list[str | Path] = (),
@@ -316,7 +316,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
         for r in sorted(rows, key=lambda r: -r["summary"]["f1"]):
             s = r["summary"]
             ratio = f"{s['reached_ratio']:.2f}x" if s.get("reached_ratio") else "no context"
-            lines.append(f"| {_method_name(r)}{' (reads no passage: the gold-passage run)' if r.get('_shared_from') else ''} | {s['em']:.1f} | {s['f1']:.1f} | {s['rouge1']:.1f} | {s['raw_em']:.1f} | "
+            lines.append(f"| {_method_name(r)}{' (reads no passage: the gold-passage run)' if r.get('_shared') else ''} | {s['em']:.1f} | {s['f1']:.1f} | {s['rouge1']:.1f} | {s['raw_em']:.1f} | "
                          f"{ratio} | {s['seconds_per_q']:.2f} | {r['_file']} |")
         lines += ["", "Commands (`--limit 20` for a quick check; an `--adapter` outside the package is a training run's "
                   "checkpoint, made by the `sac-rag train` command for it in `docs/TRAINING.md`):", "", "```bash"]

@@ -452,9 +452,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             parts: dict = {}
             ratio = ratios[state["items"] % len(ratios)]  # joint training: the ratios take turns, item by item
             loss, n = item_loss(views[ratio], item, cfg, parts, teacher)
-            by_ratio.setdefault(ratio, []).append(loss.item())
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
+            by_ratio.setdefault(ratio, []).append(losses[-1])
             ces.append(parts["ce"])
             kls.append(parts.get("kl", 0.0))
             toks += n
