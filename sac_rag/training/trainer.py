@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -284,6 +285,14 @@ def map_anchor_slots(anchor: torch.Tensor, theirs: SACConfig, mine: SACConfig) -
     return anchor[[min(range(len(src)), key=lambda i: abs(src[i] - d)) for d in dst]]
 
 
+def _untrained(cfg: TrainConfig) -> SACModel:
+    """A model with fresh SAC weights for this run to train (or to fill from another ratio's adapter): the
+    library's warning about untrained adapters is meant for users, not for the run that trains one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="SACModel: no trained adapter", category=UserWarning)
+        return SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+
+
 def _joint_views(sac: SACModel, cfg: TrainConfig, resume_from: Path | None) -> dict[int, SACModel]:
     """The models training sees, by ratio: ``sac`` itself and a sibling per joint ratio (shared LoRA and [LM]),
     whose anchor table comes from the checkpoint being resumed, else from ``sac``'s by slot position."""
@@ -396,7 +405,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if cfg.init_adapter and "before" not in state and Path(cfg.init_adapter).is_dir():  # runs before this field
         state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
     if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
-        sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+        sac = _untrained(cfg)
         init_from_other_ratio(sac, adapter)
         adapter = None  # no optimizer state to restore
     elif adapter is not None:
@@ -404,7 +413,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         if sac.config.ratio != cfg.ratio:
             raise ConfigError(f"adapter {adapter} is for ratio {sac.config.ratio}, the run for {cfg.ratio}")
     else:
-        sac = SACModel.from_pretrained(cfg.base_model, adapter=None, config=cfg.sac_config(), dtype=cfg.dtype)
+        sac = _untrained(cfg)
     teacher = _load_teacher(cfg)
     views = _joint_views(sac, cfg, latest if adapter == str(latest / "adapter") else None)
     siblings = {r: v for r, v in views.items() if r != cfg.ratio}
