@@ -285,12 +285,25 @@ def test_report_overview_and_one_ratio_panel_per_data_set(sac, squad, tmp_path):
     assert head.count("|") == 5 and "dev.json, gold passage only, 3 q" in head and "2 q" in head
     assert "other.json, gold passage only, 2 q" in head and "dev.json, gold among 1 distractors, 2 q" in head
     rows = {line.split(" | ")[0][2:]: line for line in overview.splitlines() if line.startswith("| ") and "method" not in line}
-    assert set(rows) == {"full [float32], 0-shot", "truncate 5x [float32], 0-shot"}
-    assert rows["full [float32], 0-shot"].count("(1.0x)") == 3
-    assert rows["truncate 5x [float32], 0-shot"].count("x)") == 1  # run on one table only: the other cells are blank
+    # the row is the method; a cell evaluated in another dtype than bf16 says so
+    assert set(rows) == {"full, 0-shot", "truncate 5x, 0-shot"}
+    assert rows["full, 0-shot"].count("(1.0x, float32)") == 3
+    assert rows["truncate 5x, 0-shot"].count("x, float32)") == 1  # run on one table only: the other cells are blank
     png = (tmp_path / "docs" / "f1_vs_ratio.png").read_bytes()
     width, height = struct.unpack(">II", png[16:24])
     assert width > 1.8 * height  # two panels side by side (dev.json, other.json), the distractor setting left out
+    # the same method in bf16 too, on one table: one row still, both cells there, bf16 first
+    twin = json.loads((results / "b.json").read_text())
+    twin["summary"]["dtype"], twin["summary"]["f1"] = "bfloat16", 99.0
+    (results / "b_bf16.json").write_text(json.dumps(twin))
+    text = write_report(results, tmp_path / "docs").read_text()
+    overview = text.split("## Overview", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0][2:]: line for line in overview.splitlines() if line.startswith("| ") and "method" not in line}
+    assert set(rows) == {"full, 0-shot", "truncate 5x, 0-shot"}
+    assert "| 99.0 (1.0x) / " in rows["full, 0-shot"] and rows["full, 0-shot"].count("(1.0x, float32)") == 3
+    # the tables themselves keep a row per dtype
+    table = text.split("gold passage only, 3 questions", 1)[1].split("\n## ", 1)[0]
+    assert "| full, 0-shot | " in table and "| full [float32], 0-shot | " in table
 
 
 def test_closed_book_row_joins_the_distractor_table_of_the_same_questions(sac, squad, tmp_path):

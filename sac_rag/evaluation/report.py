@@ -32,7 +32,7 @@ def _load(results_dir: Path) -> list[dict]:
     return out
 
 
-def _method_name(r: dict) -> str:
+def _method_name(r: dict, dtype: bool = True) -> str:
     cfg = r["config"]
     name = cfg["method"]
     if name in ("sac", "truncate", "llmlingua"):
@@ -42,7 +42,7 @@ def _method_name(r: dict) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
-    if recorded_dtype(r["summary"]) != "bfloat16":
+    if dtype and recorded_dtype(r["summary"]) != "bfloat16":
         name += f" [{recorded_dtype(r['summary'])}]"
     return name + f", {cfg['shots']}-shot"
 
@@ -150,23 +150,27 @@ def _title(data: str, parity: str | None, passages: int) -> str:
 
 
 def _overview(largest: dict[tuple, list[dict]]) -> list[str]:
-    """One row per method, one column per data set and setting (its largest table): F1 and the reached ratio."""
+    """One row per method, one column per data set and setting (its largest table): F1 and the reached ratio. A
+    method run in another dtype than bf16 (the bar's) shares its row, the cell saying the dtype; a table holding it
+    in two dtypes shows both, bf16 first."""
     if len(largest) < 2:
         return []
     cols = list(largest)
-    cells: dict[str, dict[tuple, str]] = defaultdict(dict)
+    cells: dict[str, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
     for col, rows in largest.items():
-        for r in rows:
+        for r in sorted(rows, key=lambda r: recorded_dtype(r["summary"]) != "bfloat16"):
             s = r["summary"]
-            ratio = f" ({s['reached_ratio']:.1f}x)" if s.get("reached_ratio") else ""
-            cells[_method_name(r)][col] = f"{s['f1']:.1f}{ratio}"
-    first = {name: next((float(c[col].split()[0]) for col in cols if col in c), 0.0) for name, c in cells.items()}
+            notes = [f"{s['reached_ratio']:.1f}x"] if s.get("reached_ratio") else []
+            if recorded_dtype(s) != "bfloat16":
+                notes.append(recorded_dtype(s))
+            cells[_method_name(r, dtype=False)][col].append(f"{s['f1']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
+    first = {name: next((float(c[col][0].split()[0]) for col in cols if col in c), 0.0) for name, c in cells.items()}
     head = [f"{_title(*col)}, {largest[col][0]['summary']['n']} q" for col in cols]
     lines = ["## Overview", "", "F1 (and the ratio reached) of every method on the largest table of each data set and "
-             "setting below; a blank: not run there.", "", "| method | " + " | ".join(head) + " |",
-             "|---|" + "---|" * len(cols)]
+             "setting below; a blank: not run there; float32: evaluated in float32 (on the AVX2-only CPU), the others in "
+             "bf16.", "", "| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
     for name in sorted(cells, key=lambda n: -first[n]):
-        lines.append(f"| {name} | " + " | ".join(cells[name].get(col, "") for col in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(" / ".join(cells[name].get(col, [])) for col in cols) + " |")
     return lines + [""]
 
 
