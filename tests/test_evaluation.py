@@ -340,6 +340,23 @@ def test_loss_series_takes_a_distilled_runs_cross_entropy(tmp_path):
     assert loss_series(log) == ([4, 8], [2.0, 1.2])
 
 
+def test_loss_series_of_a_joint_run_by_ratio(tmp_path):
+    from sac_rag.evaluation.report import log_ratios, loss_series
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"step": 1, "items": 4, "loss": 2.0, "loss_by_ratio": {"5": 1.5, "15": 2.5}},
+            {"step": 2, "items": 5, "loss": 1.0, "loss_by_ratio": {"5": 1.0}},
+            {"step": 3, "items": 9, "loss": 2.2, "loss_by_ratio": {"15": 2.0, "5": 2.4}}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert log_ratios(log) == ["5", "15"]  # numeric order, not string order
+    assert loss_series(log, "15") == ([4, 9], [2.5, 2.0])  # step 2 had no 15x item
+    assert loss_series(log, "5") == ([4, 5, 9], [1.5, 1.0, 2.4])
+    assert loss_series(log) == ([4, 5, 9], [2.0, 1.0, 2.2])
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"step": 1, "items": 4, "loss": 2.0}) + "\n")
+    assert log_ratios(plain) == []
+
+
 def test_write_report_without_plots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

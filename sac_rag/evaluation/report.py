@@ -94,10 +94,8 @@ def _finish(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, legend
     return path.name
 
 
-def loss_series(log: Path) -> tuple[list[int], list[float]]:
-    """A training log's curve: items seen and the answer tokens' cross-entropy at each step (a step logged twice by
-    a resumed run: the last one). A distilled run's ``loss`` mixes in its KL term, so its ``ce`` is taken: the
-    same quantity as a plain run's ``loss``."""
+def _log_rows(log: Path) -> dict[int, dict]:
+    """A training log's records by step (a step logged twice by a resumed run: the last one; broken lines skipped)."""
     rows = {}
     for line in log.read_text().splitlines():
         try:
@@ -105,7 +103,26 @@ def loss_series(log: Path) -> tuple[list[int], list[float]]:
         except json.JSONDecodeError:
             continue
         rows[rec["step"]] = rec
+    return rows
+
+
+def log_ratios(log: Path) -> list[str]:
+    """The ratios a jointly trained run's log reports apart (``loss_by_ratio``), in order; [] for a one-ratio run."""
+    seen: dict[str, None] = {}
+    for rec in _log_rows(log).values():
+        seen.update(dict.fromkeys(rec.get("loss_by_ratio", {})))
+    return sorted(seen, key=int)
+
+
+def loss_series(log: Path, ratio: str | None = None) -> tuple[list[int], list[float]]:
+    """A training log's curve: the run's items seen and the answer tokens' cross-entropy at each step. A distilled
+    run's ``loss`` mixes in its KL term, so its ``ce`` is taken: the same quantity as a plain run's ``loss``. With
+    ``ratio``, a jointly trained run's loss at that ratio alone (steps with no item at it are left out)."""
+    rows = _log_rows(log)
     steps = sorted(rows)
+    if ratio is not None:
+        steps = [s for s in steps if ratio in rows[s].get("loss_by_ratio", {})]
+        return [rows[s]["items"] for s in steps], [rows[s]["loss_by_ratio"][ratio] for s in steps]
     return [rows[s]["items"] for s in steps], [rows[s].get("ce", rows[s]["loss"]) for s in steps]
 
 
@@ -117,15 +134,18 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
+    window = 20
     for log in logs:
-        items, loss = loss_series(log)
-        if not items:
-            continue
-        window = 20
-        smooth = [sum(loss[max(0, i - window + 1): i + 1]) / len(loss[max(0, i - window + 1): i + 1]) for i in range(len(loss))]
         name = log.parent.name if log.name == "log.jsonl" else log.stem
-        ax.plot(items, smooth, label=f"{name} (moving mean of {window} steps)")
-        drawn = True
+        # a run trained on several ratios: a line per ratio (its items count all ratios' items)
+        for ratio in log_ratios(log) or [None]:
+            items, loss = loss_series(log, ratio)
+            if not items:
+                continue
+            smooth = [sum(loss[max(0, i - window + 1): i + 1]) / len(loss[max(0, i - window + 1): i + 1]) for i in range(len(loss))]
+            label = name + (f", its x{ratio} items" if ratio else "")
+            ax.plot(items, smooth, label=f"{label} (moving mean of {window} steps)")
+            drawn = True
     if not drawn:
         plt.close(fig)
         return None
