@@ -32,6 +32,12 @@ def _load(results_dir: Path) -> list[dict]:
     return out
 
 
+def _other_dtype(r: dict) -> str | None:
+    """The dtype a result ran in when it is not bf16 (the bar's), which its label then names; else None."""
+    dtype = recorded_dtype(r["summary"])
+    return None if dtype == "bfloat16" else dtype
+
+
 def _method_name(r: dict, dtype: bool = True) -> str:
     cfg = r["config"]
     name = cfg["method"]
@@ -42,8 +48,8 @@ def _method_name(r: dict, dtype: bool = True) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
-    if dtype and recorded_dtype(r["summary"]) != "bfloat16":
-        name += f" [{recorded_dtype(r['summary'])}]"
+    if dtype and _other_dtype(r):
+        name += f" [{_other_dtype(r)}]"
     return name + f", {cfg['shots']}-shot"
 
 
@@ -106,19 +112,19 @@ def _log_rows(log: Path) -> dict[int, dict]:
     return rows
 
 
-def log_ratios(log: Path) -> list[str]:
-    """The ratios a jointly trained run's log reports apart (``loss_by_ratio``), in order; [] for a one-ratio run."""
-    seen: dict[str, None] = {}
-    for rec in _log_rows(log).values():
-        seen.update(dict.fromkeys(rec.get("loss_by_ratio", {})))
-    return sorted(seen, key=int)
+def log_ratios(log: Path | dict[int, dict]) -> list[str]:
+    """The ratios a jointly trained run's log (a path, or its rows) reports apart (``loss_by_ratio``), in order; []
+    for a one-ratio run."""
+    rows = _log_rows(log) if isinstance(log, Path) else log
+    return sorted({r for rec in rows.values() for r in rec.get("loss_by_ratio", {})}, key=int)
 
 
-def loss_series(log: Path, ratio: str | None = None) -> tuple[list[int], list[float]]:
-    """A training log's curve: the run's items seen and the answer tokens' cross-entropy at each step. A distilled
-    run's ``loss`` mixes in its KL term, so its ``ce`` is taken: the same quantity as a plain run's ``loss``. With
-    ``ratio``, a jointly trained run's loss at that ratio alone (steps with no item at it are left out)."""
-    rows = _log_rows(log)
+def loss_series(log: Path | dict[int, dict], ratio: str | None = None) -> tuple[list[int], list[float]]:
+    """A training log's curve (a path, or its rows): the run's items seen and the answer tokens' cross-entropy at
+    each step. A distilled run's ``loss`` mixes in its KL term, so its ``ce`` is taken: the same quantity as a plain
+    run's ``loss``. With ``ratio``, a jointly trained run's loss at that ratio alone (steps with no item at it are
+    left out)."""
+    rows = _log_rows(log) if isinstance(log, Path) else log
     steps = sorted(rows)
     if ratio is not None:
         steps = [s for s in steps if ratio in rows[s].get("loss_by_ratio", {})]
@@ -138,8 +144,9 @@ def _loss_curves(logs: list[Path], out: Path) -> str | None:
     for log in logs:
         name = log.parent.name if log.name == "log.jsonl" else log.stem
         # a run trained on several ratios: a line per ratio (its items count all ratios' items)
-        for ratio in log_ratios(log) or [None]:
-            items, loss = loss_series(log, ratio)
+        rows = _log_rows(log)
+        for ratio in log_ratios(rows) or [None]:
+            items, loss = loss_series(rows, ratio)
             if not items:
                 continue
             smooth = [sum(loss[max(0, i - window + 1): i + 1]) / len(loss[max(0, i - window + 1): i + 1]) for i in range(len(loss))]
@@ -177,14 +184,13 @@ def _overview(largest: dict[tuple, list[dict]]) -> list[str]:
         return []
     cols = list(largest)
     cells: dict[str, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
+    first: dict[str, float] = {}  # a row's F1 in its first column: the rows' order
     for col, rows in largest.items():
-        for r in sorted(rows, key=lambda r: recorded_dtype(r["summary"]) != "bfloat16"):
-            s = r["summary"]
-            notes = [f"{s['reached_ratio']:.1f}x"] if s.get("reached_ratio") else []
-            if recorded_dtype(s) != "bfloat16":
-                notes.append(recorded_dtype(s))
-            cells[_method_name(r, dtype=False)][col].append(f"{s['f1']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
-    first = {name: next((float(c[col][0].split()[0]) for col in cols if col in c), 0.0) for name, c in cells.items()}
+        for r in sorted(rows, key=lambda r: _other_dtype(r) is not None):
+            s, name = r["summary"], _method_name(r, dtype=False)
+            notes = [n for n in (f"{s['reached_ratio']:.1f}x" if s.get("reached_ratio") else None, _other_dtype(r)) if n]
+            cells[name][col].append(f"{s['f1']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
+            first.setdefault(name, s["f1"])
     head = [f"{_title(*col)}, {largest[col][0]['summary']['n']} q" for col in cols]
     lines = ["## Overview", "", "F1 (and the ratio reached) of every method on the largest table of each data set and "
              "setting below; a blank: not run there; float32: evaluated in float32 (on the AVX2-only CPU), the others in "
@@ -253,8 +259,8 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
             name += f" ({re.sub(r', decay over last .*$', '', info['recipe'])})"
         elif info.get("init"):
             name += f" (from {info['init']})"
-        if recorded_dtype(r["summary"]) != "bfloat16":  # evaluated in another dtype: its own line
-            name += f" [{recorded_dtype(r['summary'])}]"
+        if _other_dtype(r):  # evaluated in another dtype: its own line
+            name += f" [{_other_dtype(r)}]"
         hours = (before.get("elapsed_s", 0) + info.get("elapsed_s", 0)) / 3600
         series[name].append((int(before.get("items", 0) + info.get("items", 0)), r["summary"]["f1"], r, hours))
     first = runs[0]["config"]
