@@ -196,6 +196,38 @@ def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):
               progress=False)
 
 
+def test_init_adapter_with_added_lora_targets(base, data, tmp_path):
+    """A run may wrap more modules than its init adapter (say the MLP too): the adapter's LoRA, anchors and [LM]
+    are copied, the added LoRA starts at zero, so the run starts from exactly the adapter's loss."""
+    from sac_rag import ConfigError
+
+    attn = ("q_proj", "k_proj", "v_proj", "o_proj")
+    wide = attn + ("gate_proj", "up_proj", "down_proj")
+    src = train(config(base, data, tmp_path / "attn", steps=1, lora_targets=attn), progress=False)
+    before = load(base, src)
+    cfg = config(base, data, tmp_path / "wide", steps=1, lora_targets=wide, init_adapter=str(src), lr=0.0, emb_lr=0.0)
+    after = load(base, train(cfg, progress=False))
+    assert after.config.lora_targets == wide and before.config.lora_targets == attn
+    lora_a = {n: p for n, p in before.model.named_parameters() if "lora_" in n}
+    lora_w = {n: p for n, p in after.model.named_parameters() if "lora_" in n}
+    assert lora_a.keys() < lora_w.keys() and all(torch.equal(lora_a[n], lora_w[n]) for n in lora_a)
+    added = [n for n in lora_w if n not in lora_a]
+    assert any("mlp" in n for n in added)
+    assert all(not lora_w[n].any() for n in added if "lora_B" in n)  # zero B: the added modules change nothing yet
+    assert any(lora_w[n].any() for n in added if "lora_A" in n)  # A is random, so gradients reach B
+    assert torch.equal(after.embeddings.anchor, before.embeddings.anchor) and torch.equal(after.embeddings.lm, before.embeddings.lm)
+    item = next(item_stream(cfg))
+    with torch.no_grad():
+        loss_a, _ = item_loss(before, item, cfg, {}, None)
+        loss_w, _ = item_loss(after, item, cfg, {}, None)
+    assert torch.allclose(loss_a, loss_w, atol=1e-5)
+    assert "rank 4 on q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj" in cfg.recipe()
+    # the other way round would drop trained weights: refused, with the modules named
+    with pytest.raises(ConfigError, match="gate_proj"):
+        train(config(base, data, tmp_path / "narrow", steps=1, lora_targets=attn,
+                     init_adapter=str(tmp_path / "wide" / "latest" / "adapter")), progress=False)
+
+
 def test_batched_passage_encoding_gives_the_same_loss_and_gradients(tmp_path, monkeypatch):
     """``encode_batch`` only changes how passages of different lengths are padded together, not what is learned."""
     import sac_rag.sac_model as sac_model_mod

@@ -38,7 +38,7 @@ from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "item_loss", "distill_kl", "item_stream", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
+__all__ = ["TrainConfig", "train", "item_loss", "distill_kl", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
 
 
 @dataclass
@@ -132,6 +132,8 @@ class TrainConfig:
         """The settings that shape what is learned per example, as a short label for curves and model cards
         (not the schedule: a run resumed with other ``steps``/``decay_steps`` keeps its recipe)."""
         parts = [f"lr {self.lr:g}/{self.emb_lr:g}", f"rank {self.lora_rank}"]
+        if tuple(self.lora_targets) != TrainConfig.lora_targets:
+            parts[-1] += " on " + "/".join(self.lora_targets)
         if self.stage == "qa":
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
@@ -257,22 +259,35 @@ def _teacher_rows(sac: SACModel, item: TrainItem, targets: list[list[int]], keep
     return [r.detach() for r in _prefill_batch(ctx, prompts, keep)]
 
 
-def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
-    """Start ``sac`` (built for its own ratio) from an adapter trained at another ratio: the LoRA and the
-    ``[LM]`` embedding are copied as they are; each anchor slot takes the source slot that sat nearest to
-    its position in a full sub-context (so 15x slot j, at token 15j+7, takes 5x slot 3j+1, at 15j+7)."""
+def init_from_adapter(sac: SACModel, path: str | os.PathLike) -> None:
+    """Start ``sac`` from an adapter trained under another ratio and/or on fewer LoRA targets.
+
+    The LoRA weights and the ``[LM]`` embedding are copied as they are. A module that ``sac`` wraps and the adapter
+    does not (say the MLP, when the adapter only had attention) keeps peft's initialisation, whose B matrix is zero:
+    the run starts from exactly the adapter's function. Each anchor slot takes the source slot that sat nearest to
+    its position in a full sub-context (so 15x slot j, at token 15j+7, takes 5x slot 3j+1, at 15j+7). Any other
+    difference (rank, alpha, template, ...) is a :class:`ConfigError`."""
     files = read_adapter(path)
     mine, theirs = sac.config, files.config
-    same = {k: v for k, v in mine.to_dict().items() if k != "ratio"} == {k: v for k, v in theirs.to_dict().items() if k != "ratio"}
-    if not same:
-        raise ConfigError(f"adapter {path} differs from this run in more than the ratio: {theirs} vs {mine}")
+    loose = ("ratio", "lora_targets")
+    same = {k: v for k, v in mine.to_dict().items() if k not in loose} == {k: v for k, v in theirs.to_dict().items() if k not in loose}
+    missing = sorted(set(theirs.lora_targets) - set(mine.lora_targets))
+    if not same or missing:
+        why = f"it wraps {missing}, which this run does not" if same else "they differ in more than the ratio and added LoRA targets"
+        raise ConfigError(f"cannot start this run from adapter {path}: {why} ({theirs} vs {mine})")
     if files.base_fingerprint != sac.base_fingerprint:
         raise ConfigError(f"adapter {path} belongs to another base model ({files.meta.get('base_model')!r})")
     anchor = map_anchor_slots(files.embeddings["anchor"], theirs, mine)
     files = replace(files, embeddings={**files.embeddings, "anchor": anchor})
     sac._load_weights(files)
-    sac.adapter_info = {"trained": True, "init_from": str(path), "init_ratio": theirs.ratio}
+    sac.adapter_info = {"trained": True, "init_from": str(path), "init_ratio": theirs.ratio,
+                        "init_lora_targets": list(theirs.lora_targets)}
     sac._refresh_fingerprint()
+
+
+def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
+    """Kept for callers of the earlier name: :func:`init_from_adapter`."""
+    init_from_adapter(sac, path)
 
 
 def map_anchor_slots(anchor: torch.Tensor, theirs: SACConfig, mine: SACConfig) -> torch.Tensor:
@@ -404,9 +419,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     state["recipe"] = cfg.recipe()
     if cfg.init_adapter and "before" not in state and Path(cfg.init_adapter).is_dir():  # runs before this field
         state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
-    if adapter is not None and adapter == cfg.init_adapter and read_adapter(adapter).config.ratio != cfg.ratio:
+    init_cfg = read_adapter(adapter).config if adapter is not None and adapter == cfg.init_adapter else None
+    if init_cfg is not None and (init_cfg.ratio != cfg.ratio or tuple(init_cfg.lora_targets) != tuple(cfg.lora_targets)):
         sac = _untrained(cfg)
-        init_from_other_ratio(sac, adapter)
+        init_from_adapter(sac, adapter)
         adapter = None  # no optimizer state to restore
     elif adapter is not None:
         sac = SACModel.from_pretrained(cfg.base_model, adapter=adapter, dtype=cfg.dtype)
