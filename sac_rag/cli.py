@@ -155,6 +155,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation.compare import paired_difference
+
+    rows = [paired_difference(args.reference, c, metric=args.metric) for c in args.candidates]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    print(f"paired {args.metric} against {args.reference} (candidate - reference; standard error in brackets)")
+    for r in rows:
+        print(f"{r.candidate}: n {r.n}, {r.reference_mean:.1f} -> {r.candidate_mean:.1f}, {r.diff:+.2f} [{r.se:.2f}], "
+              f"better on {r.better}, worse on {r.worse}, tied on {r.ties}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -262,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("compare", help="paired difference of eval runs on the same questions, with its standard error")
+    p.add_argument("reference", help="an eval --json file")
+    p.add_argument("candidates", nargs="+", help="eval --json files of the same data and setting")
+    p.add_argument("--metric", default="f1", choices=["f1", "em", "rouge1", "raw_em"])
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
     p.set_defaults(func=cmd_info)
     return parser
@@ -269,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .errors import SACError
+
+    try:
+        return args.func(args)
+    except SACError as exc:  # bad input or config: the message says what to fix, a traceback would bury it
+        print(f"sac-rag {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
