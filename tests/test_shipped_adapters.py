@@ -61,3 +61,16 @@ def test_shipped_adapter_is_the_default_and_is_trained(ratio):
         warnings.simplefilter("ignore")
         untrained = SACModel.from_pretrained(adapter=None, config=SACConfig(ratio=ratio))
     assert trained < answer_nll(untrained, items) - 1.0  # nats per answer token
+
+
+def test_shipped_rag_variant_loads_by_path_and_is_trained():
+    """The 5x variant trained longer with distractors ships beside the default and loads by its directory."""
+    path = SHIPPED_DIR / "gemma-3-270m-x5-rag"
+    sac = SACModel.from_pretrained(adapter=path)
+    assert sac.trained and sac.config.ratio == 5 and sac.adapter_path == path
+    assert shipped_adapter(5) != path  # not the default
+    items = demo_questions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        untrained = SACModel.from_pretrained(adapter=None, config=SACConfig(ratio=5))
+    assert answer_nll(sac, items) < answer_nll(untrained, items) - 1.0
