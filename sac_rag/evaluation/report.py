@@ -193,8 +193,8 @@ def _overview(largest: dict[tuple, list[dict]]) -> list[str]:
             first.setdefault(name, s["f1"])
     head = [f"{_title(*col)}, {largest[col][0]['summary']['n']} q" for col in cols]
     lines = ["## Overview", "", "F1 (and the ratio reached) of every method on the largest table of each data set and "
-             "setting below; a blank: not run there; float32: evaluated in float32 (on the AVX2-only CPU), the others in "
-             "bf16.", "", "| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
+             "setting below; a blank: not run there; float32: evaluated in float32 (each eval file records "
+             "its CPU), the others in bf16.", "", "| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
     for name in sorted(cells, key=lambda n: -first[n]):
         lines.append(f"| {name} | " + " | ".join(" / ".join(cells[name].get(col, [])) for col in cols) + " |")
     return lines + [""]
