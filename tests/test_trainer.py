@@ -192,8 +192,38 @@ def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):
 
     adapter = train(config(base, data, tmp_path / "run", steps=1, ratio=5), progress=False)
     with pytest.raises(ConfigError, match="more than the ratio"):
-        train(config(base, data, tmp_path / "other", steps=1, ratio=4, lora_rank=8, init_adapter=str(adapter)),
+        train(config(base, data, tmp_path / "other", steps=1, ratio=4, chunk_tokens=64, init_adapter=str(adapter)),
               progress=False)
+    # a higher rank must keep the scaling (alpha / rank), and the error says which alpha does
+    with pytest.raises(ConfigError, match="lora_alpha=64"):
+        train(config(base, data, tmp_path / "wider", steps=1, lora_rank=8, init_adapter=str(adapter)), progress=False)
+    # a lower rank would drop trained directions
+    with pytest.raises(ConfigError, match="rank 4 does not fit"):
+        train(config(base, data, tmp_path / "narrower", steps=1, lora_rank=2, lora_alpha=16, init_adapter=str(adapter)),
+              progress=False)
+
+
+def test_init_adapter_with_a_higher_lora_rank(base, data, tmp_path):
+    """A run may grow the LoRA rank of its init adapter (alpha growing with it): the adapter's matrices fill the
+    leading rows of A and columns of B, the added columns of B are zero, so the run starts from the adapter's loss."""
+    src = train(config(base, data, tmp_path / "r4", steps=1), progress=False)
+    before = load(base, src)
+    cfg = config(base, data, tmp_path / "r8", steps=1, lora_rank=8, lora_alpha=64, init_adapter=str(src), lr=0.0, emb_lr=0.0)
+    after = load(base, train(cfg, progress=False))
+    assert (before.config.lora_rank, after.config.lora_rank) == (4, 8)
+    small = {n: p for n, p in before.model.named_parameters() if "lora_" in n}
+    big = {n: p for n, p in after.model.named_parameters() if "lora_" in n}
+    assert small.keys() == big.keys()
+    for n, p in small.items():
+        if "lora_A" in n:
+            assert big[n].shape == (8, p.shape[1]) and torch.equal(big[n][:4], p) and big[n][4:].any()
+        else:
+            assert big[n].shape == (p.shape[0], 8) and torch.equal(big[n][:, :4], p) and not big[n][:, 4:].any()
+    item = next(item_stream(cfg))
+    with torch.no_grad():
+        loss_small, _ = item_loss(before, item, cfg, {}, None)
+        loss_big, _ = item_loss(after, item, cfg, {}, None)
+    assert torch.allclose(loss_small, loss_big, atol=1e-5)
 
 
 def test_init_adapter_with_added_lora_targets(base, data, tmp_path):

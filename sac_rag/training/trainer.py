@@ -264,25 +264,62 @@ def init_from_adapter(sac: SACModel, path: str | os.PathLike) -> None:
 
     The LoRA weights and the ``[LM]`` embedding are copied as they are. A module that ``sac`` wraps and the adapter
     does not (say the MLP, when the adapter only had attention) keeps peft's initialisation, whose B matrix is zero:
-    the run starts from exactly the adapter's function. Each anchor slot takes the source slot that sat nearest to
-    its position in a full sub-context (so 15x slot j, at token 15j+7, takes 5x slot 3j+1, at 15j+7). Any other
-    difference (rank, alpha, template, ...) is a :class:`ConfigError`."""
+    the run starts from exactly the adapter's function. A higher LoRA rank works the same way, if alpha grows with
+    it (the same alpha / rank, so the same scaling): the adapter's rank-r matrices fill the first r rows of each A
+    and columns of each B, the added rows of A keep peft's random start and the added columns of B are zero. Each
+    anchor slot takes the source slot that sat nearest to its position in a full sub-context (so 15x slot j, at
+    token 15j+7, takes 5x slot 3j+1, at 15j+7). Any other difference (a lower rank, another scaling, template,
+    ...) is a :class:`ConfigError`."""
     files = read_adapter(path)
     mine, theirs = sac.config, files.config
-    loose = ("ratio", "lora_targets")
+    loose = ("ratio", "lora_targets", "lora_rank", "lora_alpha")
     same = {k: v for k, v in mine.to_dict().items() if k not in loose} == {k: v for k, v in theirs.to_dict().items() if k not in loose}
     missing = sorted(set(theirs.lora_targets) - set(mine.lora_targets))
-    if not same or missing:
-        why = f"it wraps {missing}, which this run does not" if same else "they differ in more than the ratio and added LoRA targets"
+    why = ""
+    if not same:
+        why = "they differ in more than the ratio, the LoRA rank and added LoRA targets"
+    elif missing:
+        why = f"it wraps {missing}, which this run does not"
+    elif mine.lora_rank < theirs.lora_rank or (theirs.lora_rank == 0) != (mine.lora_rank == 0):
+        why = f"its LoRA rank {theirs.lora_rank} does not fit in this run's {mine.lora_rank}"
+    elif mine.lora_alpha * theirs.lora_rank != theirs.lora_alpha * mine.lora_rank:
+        alpha = theirs.lora_alpha * mine.lora_rank / max(1, theirs.lora_rank)
+        why = (f"its LoRA scaling alpha/rank is {theirs.lora_alpha}/{theirs.lora_rank}, this run's {mine.lora_alpha}/"
+               f"{mine.lora_rank}; keep it with lora_alpha={alpha:g}")
+    if why:
         raise ConfigError(f"cannot start this run from adapter {path}: {why} ({theirs} vs {mine})")
     if files.base_fingerprint != sac.base_fingerprint:
         raise ConfigError(f"adapter {path} belongs to another base model ({files.meta.get('base_model')!r})")
     anchor = map_anchor_slots(files.embeddings["anchor"], theirs, mine)
     files = replace(files, embeddings={**files.embeddings, "anchor": anchor})
+    if files.lora is not None and mine.lora_rank > theirs.lora_rank:
+        files = replace(files, lora=_grow_lora(sac, files.lora))
     sac._load_weights(files)
     sac.adapter_info = {"trained": True, "init_from": str(path), "init_ratio": theirs.ratio,
                         "init_lora_targets": list(theirs.lora_targets)}
     sac._refresh_fingerprint()
+
+
+def _grow_lora(sac: SACModel, lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``lora`` (a lower-rank state dict) laid into ``sac``'s own LoRA tensors: the leading rows of each A and
+    columns of each B; the rest keeps ``sac``'s initialisation (random A, zero B)."""
+    from peft import get_peft_model_state_dict
+
+    own = get_peft_model_state_dict(sac.model)
+    grown = {}
+    for name, theirs in lora.items():
+        if name not in own:
+            grown[name] = theirs  # set_peft_model_state_dict reports it as unexpected
+            continue
+        t = own[name].detach().to("cpu", torch.float32).clone()
+        if "lora_A" in name:
+            t[: theirs.shape[0]] = theirs
+        elif "lora_B" in name:
+            t[:, : theirs.shape[1]] = theirs
+        else:
+            t = theirs
+        grown[name] = t
+    return grown
 
 
 def init_from_other_ratio(sac: SACModel, path: str | os.PathLike) -> None:
@@ -420,7 +457,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if cfg.init_adapter and "before" not in state and Path(cfg.init_adapter).is_dir():  # runs before this field
         state["before"] = prior_training(cfg.init_adapter, cfg.stage, cfg.ratio)
     init_cfg = read_adapter(adapter).config if adapter is not None and adapter == cfg.init_adapter else None
-    if init_cfg is not None and (init_cfg.ratio != cfg.ratio or tuple(init_cfg.lora_targets) != tuple(cfg.lora_targets)):
+    if init_cfg is not None and init_cfg != cfg.sac_config():  # another ratio, rank or targets: checked, then copied
         sac = _untrained(cfg)
         init_from_adapter(sac, adapter)
         adapter = None  # no optimizer state to restore
