@@ -36,6 +36,7 @@ ADAPTER_VERSION = 1
 META_FILE = "sac_adapter.json"
 EMB_FILE = "sac_embeddings.safetensors"
 LORA_FILE = "adapter_model.safetensors"
+LORA_CONFIG_FILE = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class AdapterFiles:
     embeddings: dict[str, torch.Tensor]
     lora: dict[str, torch.Tensor] | None
     meta: dict[str, Any]
+    peft_config: dict[str, Any] | None = None
 
 
 def weights_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -102,8 +104,13 @@ def write_adapter(
     base_fingerprint: str,
     base_model: str,
     info: dict[str, Any] | None = None,
+    lora: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write an adapter directory atomically (a temporary directory renamed into place)."""
+    """Write an adapter directory atomically (a temporary directory renamed into place). The LoRA comes from
+    ``peft_model`` or, for adapters built without a model (an average), as ``lora=(peft config dict, tensors)``
+    in peft's file layout."""
+    if peft_model is not None and lora is not None:
+        raise ConfigError("write_adapter takes the LoRA from peft_model or from lora, not both")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -111,6 +118,10 @@ def write_adapter(
     try:
         if peft_model is not None:
             peft_model.save_pretrained(tmp, safe_serialization=True)
+        elif lora is not None:
+            peft_config, tensors = lora
+            (tmp / LORA_CONFIG_FILE).write_text(json.dumps(peft_config, indent=2, sort_keys=True))
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / LORA_FILE)
         save_file({k: v.detach().cpu().float().contiguous() for k, v in embeddings.items()}, tmp / EMB_FILE)
         meta = {
             "format": ADAPTER_FORMAT,
@@ -165,4 +176,10 @@ def read_adapter(path: str | os.PathLike, *, anchor_strategy=None) -> AdapterFil
         raise ModelLoadError(f"{path}: cannot read adapter tensors: {exc}") from exc
     if config.lora_rank > 0 and lora is None:
         raise ModelLoadError(f"{path}: config says lora_rank={config.lora_rank} but {LORA_FILE} is missing")
-    return AdapterFiles(path, config, meta.get("base_fingerprint", ""), embeddings, lora, meta)
+    peft_config = None
+    if (path / LORA_CONFIG_FILE).is_file():
+        try:
+            peft_config = json.loads((path / LORA_CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{path / LORA_CONFIG_FILE} is not valid JSON: {exc}") from exc
+    return AdapterFiles(path, config, meta.get("base_fingerprint", ""), embeddings, lora, meta, peft_config)

@@ -1,4 +1,4 @@
-"""The ``sac-rag`` command: ``demo``, ``train``, ``info``.
+"""The ``sac-rag`` command: ``demo``, ``train``, ``eval``, ``bench``, ``report``, ``compare``, ``average``, ``info``.
 
 Each subcommand parses its flags and calls the library; no model logic here.
 """
@@ -170,6 +170,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from .training.average import average_adapters
+
+    result = average_adapters(args.adapters, args.out, weights=args.weights, rank=args.rank)
+    print(f"wrote {result.path}: the average of {len(result.sources)} adapters (weights "
+          f"{', '.join(f'{w:.3g}' for w in result.weights)}), LoRA rank {result.rank}; the rank cut dropped "
+          f"{100 * result.mean_truncation:.2f}% of the mean update's norm on average over {result.modules} modules "
+          f"(worst {100 * result.max_truncation:.2f}%)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -285,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="f1", choices=["f1", "em", "rouge1", "raw_em"])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("average", help="average adapters trained from one start (LoRA updates averaged, cut back to a rank by SVD)")
+    p.add_argument("adapters", nargs="+", help="adapter directories (same base model and config)")
+    p.add_argument("--out", required=True, help="directory to write the averaged adapter to")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per adapter (default: equal)")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank of the result (default: the adapters' rank)")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("info", help="versions, device, cache and shipped adapters")
     p.set_defaults(func=cmd_info)
