@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         stage=args.stage, method=args.method, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
         init_adapter=args.init_adapter, ratio=args.ratio, joint_ratios=tuple(args.joint_ratios or ()), lora_rank=args.lora_rank, steps=args.steps,
-        lora_alpha=args.lora_alpha if args.lora_alpha is not None else max(1, 2 * args.lora_rank),
+        lora_alpha=args.lora_alpha,
         **({"lora_targets": tuple(args.lora_targets)} if args.lora_targets else {}),
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,

@@ -51,7 +51,7 @@ def data(tmp_path):
 
 def config(base: str, data: str, out, **kw) -> TrainConfig:
     fields = dict(stage="qa", qa_data=(data,), base_model=base, steps=2, grad_accum=1, dtype="float32", save_every_s=0,
-                  out_dir=str(out), lora_rank=4, max_passage_tokens=48, max_target_tokens=8, max_distractors=1,
+                  out_dir=str(out), lora_rank=4, lora_alpha=32, max_passage_tokens=48, max_target_tokens=8, max_distractors=1,
                   max_questions=2, warmup=1, lr=1e-3, emb_lr=1e-2)
     fields.update(kw)
     return TrainConfig(**fields)
@@ -339,6 +339,20 @@ def test_lr_schedule_warmup_constant_decay(tmp_path):
     assert [lr_scale(flat, s) for s in range(10)] == [1.0] * 10
     with pytest.raises(ConfigError, match="decay_steps"):
         TrainConfig(stage="qa", qa_data=("x",), steps=10, decay_steps=11, out_dir=str(tmp_path))
+
+
+def test_lora_alpha_defaults_to_twice_the_rank(tmp_path):
+    # the scaling alpha / rank of the shipped adapters (32 / 16), whatever the rank; the CLI passes None through
+    from sac_rag.cli import build_parser
+
+    def cfg(**kw):
+        return TrainConfig(stage="qa", qa_data=("x",), out_dir=str(tmp_path), **kw)
+
+    assert cfg().lora_alpha == 32 and cfg().sac_config() == SACConfig()
+    assert cfg(lora_rank=8).lora_alpha == 16 and cfg(lora_rank=8, lora_alpha=64).lora_alpha == 64
+    assert cfg(lora_rank=0).lora_alpha == 1
+    args = build_parser().parse_args(["train", "--lora-rank", "32"])
+    assert args.lora_alpha is None and cfg(lora_rank=args.lora_rank, lora_alpha=args.lora_alpha).lora_alpha == 64
 
 
 def test_lr_schedule_on_a_time_budget(tmp_path):

@@ -101,6 +101,19 @@ def test_squad(tmp_path):
     assert examples[3].article == "Hills"
 
 
+def test_squad_without_question_ids(tmp_path):
+    # SQuAD files rebuilt from the SQuAD explorer's article pages carry no ids: each question gets a stable one
+    path = tmp_path / "rebuilt.json"
+    data = {"data": [{"title": "Rivers", "paragraphs": [
+        {"context": "The Nile is long.", "qas": [{"question": "Which river?", "answers": [{"text": "The Nile"}]},
+                                                 {"question": "How long?", "answers": [{"text": "long"}]}]},
+        {"context": "The Amazon is wide.", "qas": [{"question": "Which is wide?", "answers": [{"text": "The Amazon"}]}]}]}]}
+    path.write_text(json.dumps(data))
+    examples = load_examples(path, "squad")
+    assert [e.id for e in examples] == ["Rivers/0/0", "Rivers/0/1", "Rivers/1/0"]
+    assert examples[2].answers == ("The Amazon",) and examples[2].passages == ("The Amazon is wide.",)
+
+
 def test_squad_v2_drops_unanswerable_questions(tmp_path):
     path = tmp_path / "train-v2.0.json"
     data = {"version": "v2.0", "data": [{"title": "Moons", "paragraphs": [

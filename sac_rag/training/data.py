@@ -69,12 +69,13 @@ def load_examples(path: str | Path, fmt: str | None = None, *, parity: str | Non
     if fmt == "squad":
         data = json.loads(path.read_text(encoding="utf-8"))
         for article in data["data"]:
-            for para in article["paragraphs"]:
-                for qa in para["qas"]:
+            for p, para in enumerate(article["paragraphs"]):
+                for q, qa in enumerate(para["qas"]):
                     answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
                     if qa.get("is_impossible") or not answers:
                         continue  # SQuAD 2.0's unanswerable questions: nothing to train or score on
-                    out.append(QAExample(qa["id"], qa["question"], answers, (para["context"],), article["title"], len(out)))
+                    qid = qa.get("id") or f"{article['title']}/{p}/{q}"  # copies rebuilt from the SQuAD explorer pages have none
+                    out.append(QAExample(qid, qa["question"], answers, (para["context"],), article["title"], len(out)))
     elif fmt == "nq":
         for i, row in enumerate(_jsonl(path)):
             gold = [c for c in row["ctxs"] if c.get("isgold", True)] or row["ctxs"][:1]

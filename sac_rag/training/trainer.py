@@ -57,7 +57,7 @@ class TrainConfig:
     # the ratios in turn; each ratio's adapter is saved next to the main one (latest/adapter-x<r>)
     joint_ratios: tuple[int, ...] = ()
     lora_rank: int = 16
-    lora_alpha: int = 32
+    lora_alpha: int | None = None  # None: twice the rank (the shipped adapters' scaling, 32/16)
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     chunk_tokens: int = 510
     steps: int = 1000  # optimizer steps
@@ -94,6 +94,8 @@ class TrainConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            self.lora_alpha = max(1, 2 * self.lora_rank)
         if self.stage not in ("lm", "qa"):
             raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
         if self.method not in ("sac", "full-ft"):
