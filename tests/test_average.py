@@ -59,7 +59,9 @@ def test_average_at_the_summed_rank_is_the_exact_mean(pair, arch, tok, tmp_path)
         assert torch.allclose(emb[2][name], (emb[0][name] + emb[1][name]) / 2, atol=1e-6)
     meta = json.loads((result.path / "sac_adapter.json").read_text())
     assert meta["config"]["lora_rank"] == 8 and meta["config"]["lora_alpha"] == 16
-    assert [s["items"] for s in meta["info"]["averaged_from"]] == [10, 20]
+    assert [s["items"] for s in meta["info"]["averaged_from"]] == [10, 20] and meta["info"]["items"] == 30
+    card = (result.path / "README.md").read_text()
+    assert "items 30" in card and "the average of 2 adapters" in card
     assert json.loads((result.path / "adapter_config.json").read_text())["r"] == 8
     # it loads onto the base like any adapter
     loaded = SACModel.from_model(TINY[arch](0), tok, adapter=result.path)

@@ -147,11 +147,15 @@ def average_adapters(
         peft_config = {**first.peft_config, "r": rank, "lora_alpha": alpha}
 
     sources = [str(p) for p in paths]
+    items = [(f.meta.get("info") or {}).get("items") for f in files]
     record = {
         "trained": True,
-        "averaged_from": [{"path": s, "weight": w, "items": (f.meta.get("info") or {}).get("items"),
+        "stage": (first.meta.get("info") or {}).get("stage", "qa"),
+        **({"items": sum(items)} if all(isinstance(i, int) for i in items) else {}),
+        "recipe": f"the average of {len(files)} adapters' LoRA updates (cut back to rank {rank} by SVD) and embeddings",
+        "averaged_from": [{"path": s, "weight": w, "items": i, "info": f.meta.get("info") or {},
                            "fingerprint": weights_fingerprint({**f.embeddings, **(f.lora or {})})}
-                          for s, w, f in zip(sources, weights, files)],
+                          for s, w, i, f in zip(sources, weights, items, files)],
         "rank": rank,
         "max_truncation": max(truncation.values(), default=0.0),
         "mean_truncation": sum(truncation.values()) / max(1, len(truncation)),
