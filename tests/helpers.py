@@ -56,3 +56,15 @@ def fresh_encode(sac, ids: list[int], start: int) -> tuple[torch.Tensor, torch.T
 def passage_ids(sac, text: str) -> list[int]:
     """The token ids SACModel compresses for ``text`` (template included)."""
     return sac.tokenize(sac.config.template + text)
+
+
+def scramble_adapter(sac, seed: int = 0) -> None:
+    """Give the adapter non-trivial weights, as training would (LoRA B != 0, moved embeddings)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sac.model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        for p in (sac.embeddings.anchor, sac.embeddings.lm):
+            p.copy_(torch.randn(p.shape, generator=gen))
+    sac._refresh_fingerprint()

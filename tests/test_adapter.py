@@ -8,20 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import TINY, text_of_length
+from helpers import TINY, scramble_adapter, text_of_length
 from sac_rag import AdapterMismatchError, ConfigError, ModelLoadError, ModelMismatchError, SACConfig, SACModel
-
-
-def scramble_adapter(sac: SACModel, seed: int = 0) -> None:
-    """Give the adapter non-trivial weights, as training would (LoRA B != 0, moved embeddings)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sac.model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        for p in (sac.embeddings.anchor, sac.embeddings.lm):
-            p.copy_(torch.randn(p.shape, generator=gen))
-    sac._refresh_fingerprint()
 
 
 @pytest.fixture

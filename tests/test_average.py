@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY, text_of_length
+from helpers import TINY, scramble_adapter, text_of_length
 from sac_rag import AdapterMismatchError, ConfigError, SACModel
 from sac_rag.cli import main
 from sac_rag.training.average import average_adapters
@@ -20,14 +20,7 @@ FIELDS = dict(ratio=4, lora_rank=4, lora_alpha=8, lora_targets=("q_proj", "v_pro
 def scrambled(make_sac, arch, seed, base_seed=0, **fields):
     """A tiny SAC with non-trivial adapter weights (LoRA B != 0, moved embeddings), as training leaves them."""
     sac = make_sac(arch, seed=base_seed, **{**FIELDS, **fields})
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sac.model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        for p in (sac.embeddings.anchor, sac.embeddings.lm):
-            p.copy_(torch.randn(p.shape, generator=gen))
-    sac._refresh_fingerprint()
+    scramble_adapter(sac, seed)
     return sac
 
 
