@@ -66,12 +66,3 @@ def test_shipped_adapter_is_the_default_and_is_trained(ratio):
     assert sac.trained and sac.config.ratio == ratio and sac.adapter_path == shipped_adapter(ratio)
     assert sac.config.anchor_slots == -(-510 // ratio)
     assert answer_nll(sac, demo_questions()) < untrained_nll(ratio) - 1.0  # nats per answer token
-
-
-def test_shipped_rag_variant_loads_by_path_and_is_trained():
-    """The 5x variant trained longer with distractors ships beside the default and loads by its directory."""
-    path = SHIPPED_DIR / "gemma-3-270m-x5-rag"
-    sac = SACModel.from_pretrained(adapter=path)
-    assert sac.trained and sac.config.ratio == 5 and sac.adapter_path == path
-    assert shipped_adapter(5) != path  # not the default
-    assert answer_nll(sac, demo_questions()) < untrained_nll(5) - 1.0
