@@ -55,8 +55,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {sac} in {time.perf_counter() - t:.1f} s")
     if sac.trained:
         info = sac.adapter_info
-        print(f"Adapter: {sac.adapter_path} (trained: {info.get('stage', '?')} stage, {info.get('step', '?')} steps, "
-              f"{info.get('items', '?')} examples)")
+        known = [f"{info['stage']} stage" if info.get("stage") else "", f"{info['step']} steps" if info.get("step") else "",
+                 f"{info['items']:,} examples" if isinstance(info.get("items"), int) else "",
+                 f"the average of {len(info['averaged_from'])} runs" if info.get("averaged_from") else ""]
+        print(f"Adapter: {sac.adapter_path} (trained: {', '.join(k for k in known if k) or 'no record'})")
         if info.get("status"):
             print(f"  status: {info['status']}")
     else:
