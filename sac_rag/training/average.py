@@ -4,8 +4,8 @@ Two runs on two cores, each on one thread, then one average, is data-parallel tr
 (a "model soup" of the runs). For each LoRA module the average is taken over the runs' weight *updates*
 ``scale * B @ A`` (averaging A and B separately would add cross terms ``B1 @ A2``); the mean update has rank up to
 the sum of the ranks, so it is cut back to ``rank`` by an SVD, done exactly through QR factors of the stacked
-``B`` and ``A``, so only a small core matrix is decomposed. The anchor and ``[LM]``
-embeddings are averaged directly. The truncation error is measured and returned.
+``B`` and ``A``, so only a small core matrix is decomposed. The anchor and ``[LM]`` embeddings are
+averaged directly. The truncation error is measured and returned.
 
 This module knows adapter files (:mod:`sac_rag.adapter`); it does not know models, training or data.
 """
@@ -124,6 +124,8 @@ def average_adapters(
 
     lora, truncation, peft_config = None, {}, None
     if first.lora is not None:
+        if first.peft_config is None:
+            raise ModelLoadError(f"{first.path}: the LoRA's adapter_config.json is missing")
         alpha_new = cfg.lora_alpha * rank / cfg.lora_rank
         alpha = int(alpha_new) if float(alpha_new).is_integer() else cfg.lora_alpha
         scale_in, scale_out = cfg.lora_alpha / cfg.lora_rank, alpha / rank
@@ -142,11 +144,10 @@ def average_adapters(
         if leftover:
             raise AdapterMismatchError(f"{first.path}: LoRA tensors that are not A/B pairs: {sorted(leftover)[:3]}")
         cfg = replace(cfg, lora_rank=rank, lora_alpha=alpha)
-        if first.peft_config is None:
-            raise ModelLoadError(f"{first.path}: the LoRA's adapter_config.json is missing")
         peft_config = {**first.peft_config, "r": rank, "lora_alpha": alpha}
 
     sources = [str(p) for p in paths]
+    result = AverageResult(Path(out), sources, weights, rank, len(truncation), truncation)
     items = [(f.meta.get("info") or {}).get("items") for f in files]
     record = {
         "trained": True,
@@ -157,11 +158,11 @@ def average_adapters(
                            "fingerprint": weights_fingerprint({**f.embeddings, **(f.lora or {})})}
                           for s, w, i, f in zip(sources, weights, items, files)],
         "rank": rank,
-        "max_truncation": max(truncation.values(), default=0.0),
-        "mean_truncation": sum(truncation.values()) / max(1, len(truncation)),
+        "max_truncation": result.max_truncation,
+        "mean_truncation": result.mean_truncation,
         **(info or {}),
     }
-    path = write_adapter(out, peft_model=None, lora=(peft_config, lora) if lora is not None else None,
+    write_adapter(out, peft_model=None, lora=(peft_config, lora) if lora is not None else None,
                          embeddings=embeddings, config=cfg, base_fingerprint=first.base_fingerprint,
                          base_model=first.meta.get("base_model", ""), info=record)
-    return AverageResult(path, sources, weights, rank, len(truncation), truncation)
+    return result
