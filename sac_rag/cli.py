@@ -115,6 +115,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
     )
+    if args.workers > 1:
+        from .training.local_sgd import train_local_sgd
+
+        path = train_local_sgd(cfg, workers=args.workers, rounds=args.rounds)
+        print(f"averaged adapter of the last round: {path}")
+        return 0
+    if args.rounds != 1:
+        raise SystemExit("--rounds needs --workers 2 or more (rounds average the workers' adapters)")
     path = train(cfg)
     print(f"latest adapter: {path}")
     return 0
@@ -256,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: ~/.cache/sac-rag/runs/<stage>-x<ratio>)")
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local SGD: this many runs side by side (each its own process, seed and --threads, default 1), "
+                        "averaged after each round (default 1: plain training)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with --workers: rounds to split the schedule into (--steps, --decay-steps and --time-budget "
+                        "are the whole run's); the last round's average is the result")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="QA evaluation of one method (sac, full, truncate, closed-book)")

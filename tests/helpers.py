@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from sac_rag.anchors import Chunk, anchor_offsets
@@ -68,3 +70,15 @@ def scramble_adapter(sac, seed: int = 0) -> None:
         for p in (sac.embeddings.anchor, sac.embeddings.lm):
             p.copy_(torch.randn(p.shape, generator=gen))
     sac._refresh_fingerprint()
+
+
+def write_squad(path) -> None:
+    """A tiny SQuAD file: 2 articles x 3 paragraphs x 2 questions, each answer a number in its paragraph."""
+    data = {"data": [
+        {"title": f"Article {a}", "paragraphs": [
+            {"context": f"Article {a}, part {p}: the number is {a * 10 + p}.", "qas": [
+                {"id": f"{a}-{p}-{q}", "question": f"Q{q} on {a}/{p}?", "answers": [{"text": str(a * 10 + p)}]}
+                for q in range(2)]}
+            for p in range(3)]}
+        for a in range(2)]}
+    path.write_text(json.dumps(data), encoding="utf-8")

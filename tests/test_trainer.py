@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import write_squad
 from sac_rag import SACConfig, SACModel
 from sac_rag.testing import byte_tokenizer, tiny_llama
 from sac_rag.training import trainer as trainer_mod
@@ -20,17 +21,6 @@ from sac_rag.training.trainer import TrainConfig, item_loss, item_stream, train
 
 # train() starts from an untrained adapter on a non-embedded model and says so.
 pytestmark = pytest.mark.filterwarnings("ignore:SACModel. no trained adapter:UserWarning")
-
-
-def write_squad(path) -> None:
-    data = {"data": [
-        {"title": f"Article {a}", "paragraphs": [
-            {"context": f"Article {a}, part {p}: the number is {a * 10 + p}.", "qas": [
-                {"id": f"{a}-{p}-{q}", "question": f"Q{q} on {a}/{p}?", "answers": [{"text": str(a * 10 + p)}]}
-                for q in range(2)]}
-            for p in range(3)]}
-        for a in range(2)]}
-    path.write_text(json.dumps(data), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

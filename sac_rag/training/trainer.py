@@ -38,7 +38,7 @@ from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "item_loss", "distill_kl", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
+__all__ = ["TrainConfig", "train", "lr_scale", "schedule_progress", "item_loss", "distill_kl", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
 
 
 @dataclass
@@ -69,6 +69,10 @@ class TrainConfig:
     # wall-clock budget of this invocation in seconds (0: none): the run stops when it is spent, and the schedule
     # treats the spent fraction of it like the done fraction of `steps`, so the decay ends with the budget
     time_budget_s: float = 0.0
+    # the part of that schedule (steps, decay, time budget) this invocation covers, as fractions (start, end): a
+    # round of local SGD (:mod:`.local_sgd`) runs one window from a fresh optimizer, so its step counter and warmup
+    # start at the window's start; (0, 1) is a whole run
+    schedule_window: tuple[float, float] = (0.0, 1.0)
     clip: float = 2.0
     max_distractors: int = 4
     max_questions: int = 4  # questions about the same passages decoded from one compression
@@ -106,6 +110,10 @@ class TrainConfig:
             raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
         if self.time_budget_s < 0:
             raise ConfigError(f"time_budget_s must be >= 0, got {self.time_budget_s}")
+        window = tuple(self.schedule_window)
+        if len(window) != 2 or not 0.0 <= window[0] < window[1] <= 1.0:
+            raise ConfigError(f"schedule_window must be (start, end) with 0 <= start < end <= 1, got {self.schedule_window}")
+        self.schedule_window = (float(window[0]), float(window[1]))
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be in [0, 1], got {self.distill}")
         if self.distill and (self.method != "sac" or self.stage != "qa"):
@@ -380,12 +388,20 @@ def _load_teacher(cfg: TrainConfig) -> SACModel | None:
     return teacher
 
 
+def schedule_progress(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
+    """Where a run stands in its schedule, from 0 to 1: the start of its ``schedule_window`` plus the steps this
+    invocation did (as a share of ``steps``) or the share of ``time_budget_s`` it spent, whichever is further
+    along. The run stops when this reaches the window's end."""
+    return cfg.schedule_window[0] + max(step / max(1, cfg.steps), spent)
+
+
 def lr_scale(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
-    """The learning-rate multiplier at optimizer step ``step`` (0-based): linear warmup, constant, then (with
-    ``decay_steps``) a linear decay that reaches zero after the last step. ``spent`` is the fraction of
-    ``time_budget_s`` used so far: the decay follows whichever of steps and time is further along."""
+    """The learning-rate multiplier at optimizer step ``step`` (0-based, counted from the start of the schedule
+    window): linear warmup, constant, then (with ``decay_steps``) a linear decay that reaches zero after the last
+    step. ``spent`` is the fraction of ``time_budget_s`` used so far: the decay follows whichever of steps and time
+    is further along (:func:`schedule_progress`)."""
     scale = min(1.0, (step + 1) / max(1, cfg.warmup))
-    at = max(float(step), spent * cfg.steps)
+    at = schedule_progress(cfg, step, spent) * cfg.steps
     if cfg.decay_steps and at >= cfg.steps - cfg.decay_steps:
         scale *= max(0.0, cfg.steps - at) / cfg.decay_steps
     return scale
@@ -487,6 +503,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     def spent() -> float:
         return (time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
 
+    def window_done() -> bool:
+        return schedule_progress(cfg, state["step"], spent()) >= cfg.schedule_window[1]
+
     def set_lr(step: int) -> None:
         scale = lr_scale(cfg, step, spent())
         for g, lr in zip(opt.param_groups, base_lrs):
@@ -506,7 +525,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     sac.model.train()
     last_save = time.time()
     t0, elapsed0 = time.time(), state["elapsed_s"]
-    while state["step"] < cfg.steps and spent() < 1.0:
+    while not window_done():
         set_lr(state["step"])
         t_step = time.time()
         losses, ces, kls, toks = [], [], [], 0
@@ -544,8 +563,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_v:.3f}", ips=rec["items_per_s"])
-        if time.time() - last_save > cfg.save_every_s or state["step"] == cfg.steps or spent() >= 1.0:
+        done = window_done()
+        if time.time() - last_save > cfg.save_every_s or done:
             sac._refresh_fingerprint()
+            state["finished"] = done  # the schedule window is over (a local-SGD round reads this on resume)
             _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out, siblings)
             last_save = time.time()
     if bar is not None:
@@ -553,5 +574,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     log.close()
     sac.model.eval()
     if not (latest / "state.json").exists() or json.loads((latest / "state.json").read_text())["step"] != state["step"]:
+        state["finished"] = window_done()
         _save_checkpoint(sac, opt, {**state, "stage": cfg.stage, "ratio": cfg.ratio, "method": cfg.method}, out)
     return latest / "adapter"
