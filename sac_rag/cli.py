@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--workers", type=int, default=1,
-                   help="local SGD: this many runs side by side (each its own process, seed and --threads, default 1), "
+                   help="local SGD: this many runs side by side (each its own process, seed and --threads, by default the cores shared out), "
                         "averaged after each round (default 1: plain training)")
     p.add_argument("--rounds", type=int, default=1,
                    help="with --workers: rounds to split the schedule into (--steps, --decay-steps and --time-budget "

@@ -57,17 +57,19 @@ def _last_log(run: Path) -> dict[str, Any] | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def worker_config(cfg: TrainConfig, start: str | None, rnd: int, rounds: int, w: int, out: Path) -> TrainConfig:
-    """The config of worker ``w`` in round ``rnd`` (both from 1) of ``rounds``."""
+def worker_config(cfg: TrainConfig, start: str | None, rnd: int, rounds: int, w: int, workers: int, out: Path) -> TrainConfig:
+    """The config of worker ``w`` of ``workers`` in round ``rnd`` of ``rounds`` (both from 1); without
+    ``cfg.threads`` the workers share the CPU's cores."""
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     return replace(cfg, init_adapter=start, seed=cfg.seed + 100 * rnd + w, out_dir=str(out),
-                   schedule_window=((rnd - 1) / rounds, rnd / rounds), threads=cfg.threads or 1, resume=True)
+                   schedule_window=((rnd - 1) / rounds, rnd / rounds), threads=threads, resume=True)
 
 
 def train_local_sgd(cfg: TrainConfig, *, workers: int = 2, rounds: int = 1, progress: bool = True,
                     poll_s: float = 5.0) -> Path:
     """Train ``workers`` runs side by side for ``rounds`` rounds, averaging them after each; returns the last
-    round's averaged adapter. ``cfg`` is the whole run's config (its ``init_adapter`` starts round 1; ``threads``,
-    default 1, is each worker's). ``cfg.resume=False`` is refused: rounds are resumed by design (delete the run
+    round's averaged adapter. ``cfg`` is the whole run's config (its ``init_adapter`` starts round 1; ``threads`` is each worker's,
+    by default the cores shared out). ``cfg.resume=False`` is refused: rounds are resumed by design (delete the run
     directory to start over)."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 2:
         raise ConfigError(f"local SGD needs workers >= 2 (one worker is plain training), got {workers!r}")
@@ -95,7 +97,7 @@ def train_local_sgd(cfg: TrainConfig, *, workers: int = 2, rounds: int = 1, prog
             procs = []
             for w, run in enumerate(runs, start=1):
                 if not _finished(run):
-                    p = ctx.Process(target=_worker, args=(worker_config(cfg, start, rnd, rounds, w, run),),
+                    p = ctx.Process(target=_worker, args=(worker_config(cfg, start, rnd, rounds, w, workers, run),),
                                     name=f"sac-rag round {rnd} worker {w}")
                     p.start()
                     procs.append((w, p))
