@@ -120,3 +120,21 @@ def test_local_sgd_settings_are_checked(base, data, tmp_path):
     assert (args.workers, args.rounds) == (2, 3)
     with pytest.raises(SystemExit, match="--rounds needs --workers"):
         main(["train", "--qa-data", data, "--rounds", "2", "--out", str(tmp_path / "y")])
+
+
+def test_cli_workers_run_local_sgd(data, tmp_path, monkeypatch):
+    # the CLI builds the whole run's config and hands the rounds to train_local_sgd
+    import sac_rag.training.local_sgd as lsgd
+
+    calls = []
+
+    def fake(cfg, *, workers, rounds, **kw):
+        calls.append((cfg, workers, rounds))
+        return tmp_path / "round-3" / "average"
+
+    monkeypatch.setattr(lsgd, "train_local_sgd", fake)
+    assert main(["train", "--qa-data", data, "--workers", "2", "--rounds", "3", "--time-budget", "90", "--seed", "5",
+                 "--decay-steps", "334", "--out", str(tmp_path)]) == 0
+    (cfg, workers, rounds), = calls
+    assert (workers, rounds) == (2, 3)
+    assert (cfg.time_budget_s, cfg.decay_steps, cfg.seed, cfg.schedule_window) == (90.0, 334, 5, (0.0, 1.0))
