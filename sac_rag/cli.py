@@ -55,8 +55,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {sac} in {time.perf_counter() - t:.1f} s")
     if sac.trained:
         info = sac.adapter_info
+        prior = info.get("before")  # what the adapter it started from had already seen
+        before = prior.get("items") if isinstance(prior, dict) else None
+        before = before if isinstance(before, int) else 0
         known = [f"{info['stage']} stage" if info.get("stage") else "", f"{info['step']} steps" if info.get("step") else "",
-                 f"{info['items']:,} examples" if isinstance(info.get("items"), int) else "",
+                 f"{info['items']:,} examples" + (f" ({info['items'] + before:,} in all)" if before else "")
+                 if isinstance(info.get("items"), int) else "",
                  f"the average of {len(info['averaged_from'])} runs" if info.get("averaged_from") else ""]
         print(f"Adapter: {sac.adapter_path} (trained: {', '.join(k for k in known if k) or 'no record'})")
         if info.get("status"):
