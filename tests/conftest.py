@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from helpers import TINY
+from helpers import TINY, save_tiny_base, write_squad
 from sac_rag import SACConfig, SACModel
 from tiny import byte_tokenizer
 
@@ -45,3 +45,17 @@ def make_sac(tok):
 def arch(request):
     """Both tiny architectures: Llama 3 (llama3 rope scaling) and Gemma 3 (two rope bases, sliding window)."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def train_base(tmp_path_factory) -> str:
+    """A tiny Llama saved as a model directory, for training runs (TrainConfig.base_model)."""
+    return save_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.fixture
+def train_data(tmp_path) -> str:
+    """A tiny SQuAD file (helpers.write_squad) to train on."""
+    path = tmp_path / "train.json"
+    write_squad(path)
+    return str(path)

@@ -82,3 +82,23 @@ def write_squad(path) -> None:
             for p in range(3)]}
         for a in range(2)]}
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def save_tiny_base(path) -> str:
+    """A tiny Llama and the byte tokenizer saved as a model directory (what TrainConfig.base_model names)."""
+    from sac_rag import testing
+
+    testing.tiny_llama(seed=0).save_pretrained(path)
+    testing.byte_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def tiny_train_config(base: str, data: str, out, **kw):
+    """A TrainConfig for the tiny base: a few float32 steps of one item each, a checkpoint after every step."""
+    from sac_rag.training import TrainConfig
+
+    fields = dict(stage="qa", qa_data=(data,), base_model=base, steps=2, grad_accum=1, dtype="float32", save_every_s=0,
+                  out_dir=str(out), lora_rank=4, lora_alpha=32, max_passage_tokens=48, max_target_tokens=8,
+                  max_distractors=1, max_questions=2, warmup=1, lr=1e-3, emb_lr=1e-2)
+    fields.update(kw)
+    return TrainConfig(**fields)

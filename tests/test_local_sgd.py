@@ -8,37 +8,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import write_squad
+from helpers import tiny_train_config
 from sac_rag import ConfigError
 from sac_rag.cli import build_parser, main
-from sac_rag.testing import byte_tokenizer, tiny_llama
 from sac_rag.training import LocalSGDError, TrainConfig, train, train_local_sgd
 from sac_rag.training.trainer import lr_scale, schedule_progress
 
 pytestmark = pytest.mark.filterwarnings("ignore:SACModel. no trained adapter:UserWarning")
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "base"
-    tiny_llama(seed=0).save_pretrained(path)
-    byte_tokenizer().save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "train.json"
-    write_squad(path)
-    return str(path)
-
-
-def config(base: str, data: str, out, **kw) -> TrainConfig:
-    fields = dict(stage="qa", qa_data=(data,), base_model=base, steps=4, grad_accum=1, dtype="float32", save_every_s=0,
-                  out_dir=str(out), lora_rank=4, lora_alpha=8, max_passage_tokens=48, max_target_tokens=8,
-                  max_distractors=1, max_questions=2, warmup=1, lr=1e-3, emb_lr=1e-2, threads=1)
-    fields.update(kw)
-    return TrainConfig(**fields)
+def config(train_base: str, train_data: str, out, **kw) -> TrainConfig:
+    return tiny_train_config(train_base, train_data, out, **{"steps": 4, "lora_alpha": 8, "threads": 1, **kw})
 
 
 def state(run) -> dict:
@@ -60,18 +40,18 @@ def test_schedule_window_shifts_the_schedule(tmp_path):
             TrainConfig(stage="qa", qa_data=("x",), schedule_window=bad, out_dir=str(tmp_path))
 
 
-def test_a_run_covers_its_window_and_says_it_finished(base, data, tmp_path):
+def test_a_run_covers_its_window_and_says_it_finished(train_base, train_data, tmp_path):
     out = tmp_path / "run"
-    train(config(base, data, out, steps=6, schedule_window=(0.5, 1.0)), progress=False)
+    train(config(train_base, train_data, out, steps=6, schedule_window=(0.5, 1.0)), progress=False)
     st = state(out)
     assert st["step"] == 3 and st["finished"] is True
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
 
 
-def test_rounds_of_workers_are_averaged_and_resume(base, data, tmp_path):
+def test_rounds_of_workers_are_averaged_and_resume(train_base, train_data, tmp_path):
     out = tmp_path / "lsgd"
-    cfg = config(base, data, out, steps=4, seed=7)
+    cfg = config(train_base, train_data, out, steps=4, seed=7)
     final = train_local_sgd(cfg, workers=2, rounds=2, progress=False, poll_s=0.05)
     assert final == out / "round-2" / "average"
     for rnd in (1, 2):
@@ -100,29 +80,29 @@ def test_rounds_of_workers_are_averaged_and_resume(base, data, tmp_path):
     assert {p: p.read_text() for p in out.glob("round-*/worker-*/log.jsonl")} == logs
 
 
-def test_a_failing_worker_is_a_typed_error(base, tmp_path):
-    cfg = config(base, str(tmp_path / "missing.json"), tmp_path / "lsgd")
+def test_a_failing_worker_is_a_typed_error(train_base, tmp_path):
+    cfg = config(train_base, str(tmp_path / "missing.json"), tmp_path / "lsgd")
     with pytest.raises(LocalSGDError, match="round 1: worker"):
         train_local_sgd(cfg, workers=2, rounds=1, progress=False, poll_s=0.05)
     assert not (tmp_path / "lsgd" / "round-1" / "average").exists()
 
 
-def test_local_sgd_settings_are_checked(base, data, tmp_path):
-    cfg = config(base, data, tmp_path / "x")
+def test_local_sgd_settings_are_checked(train_base, train_data, tmp_path):
+    cfg = config(train_base, train_data, tmp_path / "x")
     for kw, match in [({"workers": 1}, "workers >= 2"), ({"workers": 2, "rounds": 0}, "rounds")]:
         with pytest.raises(ConfigError, match=match):
             train_local_sgd(cfg, progress=False, **kw)
     with pytest.raises(ConfigError, match="resumes"):
-        train_local_sgd(config(base, data, tmp_path / "x", resume=False), progress=False)
+        train_local_sgd(config(train_base, train_data, tmp_path / "x", resume=False), progress=False)
     with pytest.raises(ConfigError, match="schedule window"):
-        train_local_sgd(config(base, data, tmp_path / "x", schedule_window=(0.0, 0.5)), progress=False)
+        train_local_sgd(config(train_base, train_data, tmp_path / "x", schedule_window=(0.0, 0.5)), progress=False)
     args = build_parser().parse_args(["train", "--workers", "2", "--rounds", "3"])
     assert (args.workers, args.rounds) == (2, 3)
     with pytest.raises(SystemExit, match="--rounds needs --workers"):
-        main(["train", "--qa-data", data, "--rounds", "2", "--out", str(tmp_path / "y")])
+        main(["train", "--qa-data", train_data, "--rounds", "2", "--out", str(tmp_path / "y")])
 
 
-def test_cli_workers_run_local_sgd(data, tmp_path, monkeypatch):
+def test_cli_workers_run_local_sgd(train_data, tmp_path, monkeypatch):
     # the CLI builds the whole run's config and hands the rounds to train_local_sgd
     import sac_rag.training.local_sgd as lsgd
 
@@ -133,7 +113,7 @@ def test_cli_workers_run_local_sgd(data, tmp_path, monkeypatch):
         return tmp_path / "round-3" / "average"
 
     monkeypatch.setattr(lsgd, "train_local_sgd", fake)
-    assert main(["train", "--qa-data", data, "--workers", "2", "--rounds", "3", "--time-budget", "90", "--seed", "5",
+    assert main(["train", "--qa-data", train_data, "--workers", "2", "--rounds", "3", "--time-budget", "90", "--seed", "5",
                  "--decay-steps", "334", "--out", str(tmp_path)]) == 0
     (cfg, workers, rounds), = calls
     assert (workers, rounds) == (2, 3)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import write_squad
+from helpers import save_tiny_base, tiny_train_config, write_squad
 from sac_rag import SACConfig, SACModel
 from sac_rag.testing import byte_tokenizer, tiny_llama
 from sac_rag.training import trainer as trainer_mod
@@ -25,11 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:SACModel. no trained adapter:Use
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """A tiny Llama and the byte tokenizer saved as a model directory (what TrainConfig.base_model names)."""
-    path = tmp_path_factory.mktemp("tiny") / "base"
-    tiny_llama(seed=0).save_pretrained(path)
-    byte_tokenizer().save_pretrained(path)
-    return str(path)
+    return save_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
 
 
 @pytest.fixture
@@ -40,11 +36,7 @@ def data(tmp_path):
 
 
 def config(base: str, data: str, out, **kw) -> TrainConfig:
-    fields = dict(stage="qa", qa_data=(data,), base_model=base, steps=2, grad_accum=1, dtype="float32", save_every_s=0,
-                  out_dir=str(out), lora_rank=4, lora_alpha=32, max_passage_tokens=48, max_target_tokens=8, max_distractors=1,
-                  max_questions=2, warmup=1, lr=1e-3, emb_lr=1e-2)
-    fields.update(kw)
-    return TrainConfig(**fields)
+    return tiny_train_config(base, data, out, **kw)
 
 
 def load(base: str, adapter=None, cfg: TrainConfig | None = None) -> SACModel:
