@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import time
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,20 +57,26 @@ def _last_log(run: Path) -> dict[str, Any] | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def worker_config(cfg: TrainConfig, start: str | None, rnd: int, rounds: int, w: int, workers: int, out: Path) -> TrainConfig:
+def round_window(rnd: int, rounds: int) -> tuple[float, float]:
+    """The share of the whole schedule that round ``rnd`` (from 1) of ``rounds`` covers."""
+    return (rnd - 1) / rounds, rnd / rounds
+
+
+def worker_config(cfg: TrainConfig, start: str | None, rnd: int, rounds: int, w: int, workers: int,
+                  out: Path) -> TrainConfig:
     """The config of worker ``w`` of ``workers`` in round ``rnd`` of ``rounds`` (both from 1); without
     ``cfg.threads`` the workers share the CPU's cores."""
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
     return replace(cfg, init_adapter=start, seed=cfg.seed + 100 * rnd + w, out_dir=str(out),
-                   schedule_window=((rnd - 1) / rounds, rnd / rounds), threads=threads, resume=True)
+                   schedule_window=round_window(rnd, rounds), threads=threads, resume=True)
 
 
 def train_local_sgd(cfg: TrainConfig, *, workers: int = 2, rounds: int = 1, progress: bool = True,
                     poll_s: float = 5.0) -> Path:
     """Train ``workers`` runs side by side for ``rounds`` rounds, averaging them after each; returns the last
-    round's averaged adapter. ``cfg`` is the whole run's config (its ``init_adapter`` starts round 1; ``threads`` is each worker's,
-    by default the cores shared out). ``cfg.resume=False`` is refused: rounds are resumed by design (delete the run
-    directory to start over)."""
+    round's averaged adapter. ``cfg`` is the whole run's config (its ``init_adapter`` starts round 1; ``threads`` is
+    each worker's, by default the cores shared out). ``cfg.resume=False`` is refused: rounds are resumed by design
+    (delete the run directory to start over)."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 2:
         raise ConfigError(f"local SGD needs workers >= 2 (one worker is plain training), got {workers!r}")
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
@@ -120,7 +126,7 @@ def train_local_sgd(cfg: TrainConfig, *, workers: int = 2, rounds: int = 1, prog
             shutil.rmtree(tmp, ignore_errors=True)
             average_adapters([run / "latest" / "adapter" for run in runs], tmp, info={
                 "before": before, "local_sgd": {"round": rnd, "rounds": rounds, "workers": workers,
-                                                "window": [(rnd - 1) / rounds, rnd / rounds]}})
+                                                "window": list(round_window(rnd, rounds))}})
             if avg_dir.exists():  # an average interrupted before its metadata was written
                 shutil.rmtree(avg_dir)
             os.replace(tmp, avg_dir)
