@@ -253,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decay-steps", type=int, default=0,
                    help="decay the learning rate linearly to zero over the last N of --steps (0: constant, as the paper)")
     p.add_argument("--time-budget", type=float, default=0.0,
-                   help="stop after this many seconds; the --decay-steps share of the schedule then runs on time, "
-                        "ending with the budget (0: no budget)")
+                   help="stop after this many seconds of training, a resumed run's earlier ones included; the "
+                        "--decay-steps share of the schedule then runs on time, ending with the budget (0: no budget)")
     p.add_argument("--encode-batch", type=int, default=0,
                    help="passages of an item encoded in one batch (0: one at a time on a CPU, all at once on a GPU)")
     p.add_argument("--distill", type=float, default=0.0,

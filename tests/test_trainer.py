@@ -360,6 +360,22 @@ def test_spent_time_budget_stops_the_run(base, data, tmp_path):
     assert log_lines(out) == []
 
 
+def test_resumed_run_keeps_what_is_left_of_its_time_budget(base, data, tmp_path):
+    out = tmp_path / "run"
+    train(config(base, data, out, steps=1), progress=False)
+    state_file = out / "latest" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["elapsed_s"] = 120.0  # as if the first invocation had trained for two minutes
+    state_file.write_text(json.dumps(state))
+    # a 100-s budget is spent already: the resumed run stops at once, though its steps are not
+    train(config(base, data, out, steps=50, time_budget_s=100, resume=True), progress=False)
+    assert json.loads(state_file.read_text())["step"] == 1 and len(log_lines(out)) == 1
+    # a 10-minute budget is not: it trains on, its clock going on from the checkpoint's
+    train(config(base, data, out, steps=2, time_budget_s=600, resume=True), progress=False)
+    lines = log_lines(out)
+    assert [r["step"] for r in lines] == [1, 2] and lines[-1]["elapsed_s"] >= 120
+
+
 def test_decay_reaches_the_optimizer(base, data, tmp_path):
     out = tmp_path / "run"
     train(config(base, data, out, steps=3, warmup=1, decay_steps=2, lr=1e-3), progress=False)

@@ -390,8 +390,9 @@ def _load_teacher(cfg: TrainConfig) -> SACModel | None:
 
 def schedule_progress(cfg: TrainConfig, step: int, spent: float = 0.0) -> float:
     """Where a run stands in its schedule, from 0 to 1: the start of its ``schedule_window`` plus the steps this
-    invocation did (as a share of ``steps``) or the share of ``time_budget_s`` it spent, whichever is further
-    along. The run stops when this reaches the window's end."""
+    run did (as a share of ``steps``) or the share of ``time_budget_s`` it spent, whichever is further along; both
+    count every invocation of the run, so a resumed run goes on with what is left of its steps and of its budget.
+    The run stops when this reaches the window's end."""
     return cfg.schedule_window[0] + max(step / max(1, cfg.steps), spent)
 
 
@@ -500,8 +501,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         _load_optimizer(opt, latest / "optimizer.safetensors")
     base_lrs = [g["lr"] for g in opt.param_groups]
 
-    def spent() -> float:
-        return (time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
+    def spent() -> float:  # the run's whole time, earlier invocations included: a resumed run keeps its budget
+        return (elapsed0 + time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
 
     def window_done() -> bool:
         return schedule_progress(cfg, state["step"], spent()) >= cfg.schedule_window[1]
