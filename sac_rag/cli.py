@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=["lm", "qa"], default="qa")
     p.add_argument("--method", choices=["sac", "full-ft"], default="sac",
                    help="full-ft: train the uncompressed rival (LoRA on the base reading the full text)")
-    p.add_argument("--qa-data", action="append", help="path[:format[:even|odd]] (repeatable)")
+    p.add_argument("--qa-data", action="append",
+                   help="path[:format[:even|odd]][@weight] (repeatable); with weights (on every source), each "
+                        "source's share of the gold passages drawn; without, every passage once per pass")
     p.add_argument("--text-data", action="append", help="LM text source, same syntax (repeatable)")
     p.add_argument("--init-adapter", default=None)
     p.add_argument("--joint-ratios", type=int, nargs="+", default=None, metavar="R",

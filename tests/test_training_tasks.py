@@ -230,6 +230,57 @@ def test_item_stream_qa_is_deterministic(tmp_path):
             assert target.strip() == str(int(a) * 10 + int(p))
 
 
+def gold_article(item) -> str:
+    """The article of an item's gold passage (the one its questions are about)."""
+    prompt, _ = item.queries[0]
+    text = "".join(x for x in prompt if isinstance(x, str))
+    return text.split("about ")[1].split("/")[0]
+
+
+def test_weighted_sources_get_their_share_of_gold_passages(tmp_path):
+    big, small = tmp_path / "big.json", tmp_path / "small.json"
+    write_squad(big, articles=4, paragraphs=5)  # 20 gold passages, articles 0-3
+    small_data = json.loads(big.read_text())
+    small_data["data"] = small_data["data"][:1]
+    for para in small_data["data"][0]["paragraphs"]:  # article 0's 5 passages, renamed to article 9
+        para["context"] = para["context"].replace("Article 0", "Article 9")
+        for qa in para["qas"]:
+            qa["question"] = qa["question"].replace("about 0/", "about 9/")
+    small.write_text(json.dumps(small_data))
+    # unweighted, the small source would get 5 of 25 gold passages (20%); weighted 1:1, half of them
+    cfg = TrainConfig(stage="qa", qa_data=(f"{big}@1", f"{small}:squad@1"), out_dir=str(tmp_path / "run"),
+                      max_questions=2)
+    items = list(itertools.islice(item_stream(cfg), 400))
+    share = sum(gold_article(item) == "9" for item in items) / len(items)
+    assert 0.42 < share < 0.58
+    assert items[:30] == list(itertools.islice(item_stream(cfg), 30))  # seeded
+    # each source goes through all its passages before repeating one
+    small_golds = [item.queries[0][0] for item in items if gold_article(item) == "9"]
+    firsts = {"".join(x for x in p if isinstance(x, str)).split("about ")[1].split("?")[0] for p in small_golds[:5]}
+    assert len(firsts) == 5
+    # distractors come from both sources
+    passages = {p for item in items for p in item.passages}
+    assert any(p.startswith("Article 9") for p in passages) and any(p.startswith("Article 1") for p in passages)
+    # a weight of 3:1 gives the big source about 75%
+    cfg3 = TrainConfig(stage="qa", qa_data=(f"{big}@3", f"{small}@1"), out_dir=str(tmp_path / "run"), max_questions=2)
+    items3 = list(itertools.islice(item_stream(cfg3), 400))
+    assert 0.67 < sum(gold_article(item) != "9" for item in items3) / 400 < 0.83
+
+
+def test_bad_source_weights_are_refused(tmp_path):
+    from sac_rag import ConfigError
+    from sac_rag.training.trainer import split_weight
+
+    assert split_weight("data/nq.jsonl.gz:nq:even@0.45") == ("data/nq.jsonl.gz:nq:even", 0.45)
+    assert split_weight("data/me@home/squad.json") == ("data/me@home/squad.json", None)  # not a number: a path
+    with pytest.raises(ConfigError, match="every qa_data source a weight"):
+        TrainConfig(stage="qa", qa_data=("a.json@2", "b.json"), out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="positive"):
+        TrainConfig(stage="qa", qa_data=("a.json@0", "b.json@1"), out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="not text_data"):
+        TrainConfig(stage="lm", text_data=("a.json@2",), out_dir=str(tmp_path))
+
+
 def test_item_stream_lm_is_deterministic(tmp_path):
     path = tmp_path / "text.jsonl"
     rows = [{"question": "q?", "answers": ["a"], "passages": [f"Doc {i}. " + LONG]} for i in range(4)]

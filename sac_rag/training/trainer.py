@@ -43,7 +43,8 @@ __all__ = ["TrainConfig", "train", "lr_scale", "schedule_progress", "item_loss",
 
 @dataclass
 class TrainConfig:
-    """A training run. Paths in ``qa_data`` are ``path[:format[:parity]]`` strings."""
+    """A training run. Sources in ``qa_data`` are ``path[:format[:parity]][@weight]`` strings: with weights (all
+    sources or none), each source's share of the gold passages drawn; without, every gold passage once per pass."""
 
     stage: str = "qa"  # "lm" (continuation) or "qa"
     method: str = "sac"  # "sac", or "full-ft": the rival, a LoRA on the base reading the full text
@@ -106,6 +107,11 @@ class TrainConfig:
             raise ConfigError(f"method must be 'sac' or 'full-ft', got {self.method!r}")
         if self.stage == "qa" and not self.qa_data:
             raise ConfigError("stage 'qa' needs qa_data")
+        weighted = [split_weight(spec)[1] is not None for spec in self.qa_data]
+        if any(weighted) and not all(weighted):
+            raise ConfigError(f"give every qa_data source a weight (path@weight) or none: {list(self.qa_data)}")
+        if any(split_weight(spec)[1] is not None for spec in self.text_data):
+            raise ConfigError("weights (path@weight) apply to qa_data sources, not text_data")
         if self.stage == "lm" and not (self.text_data or self.qa_data):
             raise ConfigError("stage 'lm' needs text_data (or qa_data, whose passages are used as text)")
         if self.time_budget_s < 0:
@@ -157,23 +163,62 @@ class TrainConfig:
                          lora_alpha=self.lora_alpha, lora_targets=tuple(self.lora_targets))
 
 
+def split_weight(spec: str) -> tuple[str, float | None]:
+    """A data spec ``path[:format[:parity]][@weight]`` -> (the spec without its weight, the weight or None).
+    Only a trailing ``@`` followed by a number is a weight; any other ``@`` stays part of the path."""
+    head, at, tail = spec.rpartition("@")
+    if not at:
+        return spec, None
+    try:
+        weight = float(tail)
+    except ValueError:
+        return spec, None
+    if not (weight > 0 and math.isfinite(weight)):
+        raise ConfigError(f"a data weight must be a positive number, got {tail!r} in {spec!r}")
+    return head, weight
+
+
 def _load_spec(spec: str) -> list[QAExample]:
-    path, _, rest = spec.partition(":")
+    path, _, rest = split_weight(spec)[0].partition(":")
     fmt, _, parity = rest.partition(":")
     return load_examples(path, fmt or None, parity=parity or None)
+
+
+def _gold_groups(examples: list[QAExample]) -> list[list[QAExample]]:
+    """Questions grouped by their gold passage, in file order."""
+    groups: dict[str, list[QAExample]] = {}
+    for e in examples:
+        groups.setdefault(e.passages[0], []).append(e)
+    return list(groups.values())
+
+
+def _weighted_order(sources: list[list[list[QAExample]]], weights: list[float],
+                    rng: random.Random) -> Iterator[list[QAExample]]:
+    """Gold-passage groups drawn source by source with the given weights; each source goes through its own
+    groups in a fresh shuffled order per pass, so a small source repeats sooner and a large one later."""
+    orders: list[list[int]] = [[] for _ in sources]
+    while True:
+        k = rng.choices(range(len(sources)), weights=weights)[0]
+        if not orders[k]:
+            orders[k] = list(range(len(sources[k])))
+            rng.shuffle(orders[k])
+        yield sources[k][orders[k].pop()]
 
 
 def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
     """An endless, seeded stream of training items (the same seed gives the same stream)."""
     rng = random.Random(cfg.seed)
     if cfg.stage == "qa":
-        examples = [e for spec in cfg.qa_data for e in _load_spec(spec)]
-        same = articles(examples)
+        per_source = [_load_spec(spec) for spec in cfg.qa_data]
+        examples = [e for source in per_source for e in source]
+        same = articles(examples)  # distractors come from every source
         pool = [p for ps in same.values() for p in ps]
-        groups: dict[str, list[QAExample]] = {}
-        for e in examples:  # questions about the same gold passage
-            groups.setdefault(e.passages[0], []).append(e)
-        grouped = list(groups.values())
+        weights = [split_weight(spec)[1] for spec in cfg.qa_data]
+        if weights[0] is not None:  # each source's share of the gold passages, as given
+            for group in _weighted_order([_gold_groups(s) for s in per_source], weights, rng):
+                yield qa_item(group, rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
+                              max_questions=cfg.max_questions)
+        grouped = _gold_groups(examples)  # no weights: every gold passage once per pass, in one shuffled order
         while True:
             order = list(range(len(grouped)))
             rng.shuffle(order)
