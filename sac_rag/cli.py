@@ -119,6 +119,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
     )
+    if cfg.stage == "qa":  # what each source will weigh, before hours go into it
+        from .training import mixture
+
+        for src in mixture(cfg):
+            print(f"data: {src.share:6.1%} of the gold passages  {src.passages:,} passages, {src.questions:,} questions  "
+                  f"{src.spec}", file=sys.stderr)
     if args.workers > 1:
         from .training.local_sgd import train_local_sgd
 

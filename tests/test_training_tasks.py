@@ -267,6 +267,29 @@ def test_weighted_sources_get_their_share_of_gold_passages(tmp_path):
     assert 0.67 < sum(gold_article(item) != "9" for item in items3) / 400 < 0.83
 
 
+def test_mixture_reports_each_sources_share(tmp_path, capsys):
+    from sac_rag.cli import main
+    from sac_rag.training import mixture
+
+    big, small = tmp_path / "big.json", tmp_path / "small.json"
+    write_squad(big, articles=4, paragraphs=5, questions=2)  # 20 passages, 40 questions
+    write_squad(small, articles=1, paragraphs=5, questions=1)  # 5 passages, 5 questions
+    cfg = TrainConfig(stage="qa", qa_data=(str(big), str(small)), out_dir=str(tmp_path / "run"))
+    plain = mixture(cfg)
+    assert [(s.passages, s.questions) for s in plain] == [(20, 40), (5, 5)]
+    assert [s.share for s in plain] == pytest.approx([0.8, 0.2])  # by passage count
+    weighted = mixture(TrainConfig(stage="qa", qa_data=(f"{big}@1", f"{small}@3"), out_dir=str(tmp_path / "run")))
+    assert [s.share for s in weighted] == pytest.approx([0.25, 0.75])
+    assert weighted[1].spec == f"{small}@3"
+    # sac-rag train prints it before training (here it then stops, with a typed error, on a base model that does
+    # not exist)
+    assert main(["train", "--qa-data", f"{big}@1", "--qa-data", f"{small}@3", "--model", str(tmp_path / "no-model"),
+                 "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "ModelLoadError" in err
+    assert " 25.0% of the gold passages  20 passages, 40 questions" in err and "75.0%" in err
+
+
 def test_bad_source_weights_are_refused(tmp_path):
     from sac_rag import ConfigError
     from sac_rag.training.trainer import split_weight

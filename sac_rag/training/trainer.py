@@ -205,6 +205,26 @@ def _weighted_order(sources: list[list[list[QAExample]]], weights: list[float],
         yield sources[k][orders[k].pop()]
 
 
+@dataclass(frozen=True)
+class SourceShare:
+    """One QA source of a run's mixture: its size, and the share of the gold passages it will be drawn for."""
+
+    spec: str
+    questions: int
+    passages: int  # distinct gold passages
+    share: float  # of the gold passages drawn, from the weights or (without) from the passage counts
+
+
+def mixture(cfg: TrainConfig) -> list[SourceShare]:
+    """What each ``qa_data`` source will weigh in the run's stream of QA items (loads the data)."""
+    per_source = [_load_spec(spec) for spec in cfg.qa_data]
+    counts = [len(_gold_groups(source)) for source in per_source]
+    weights = [split_weight(spec)[1] for spec in cfg.qa_data]
+    basis = counts if weights[0] is None else weights
+    total = sum(basis) or 1
+    return [SourceShare(spec, len(source), n, b / total) for spec, source, n, b in zip(cfg.qa_data, per_source, counts, basis)]
+
+
 def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
     """An endless, seeded stream of training items (the same seed gives the same stream)."""
     rng = random.Random(cfg.seed)
