@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "are the whole run's); the last round's average is the result")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="QA evaluation of one method (sac, full, truncate, closed-book)")
+    p = sub.add_parser("eval", help="QA evaluation of one method (sac, full, truncate, closed-book, llmlingua, full-ft)")
     model_args(p)
     p.add_argument("--data", required=True)
     p.add_argument("--format", choices=["squad", "nq", "mrqa", "jsonl"], default=None)
