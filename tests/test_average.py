@@ -61,6 +61,30 @@ def test_average_at_the_summed_rank_is_the_exact_mean(pair, arch, tok, tmp_path)
     assert loaded.config.lora_rank == 8 and loaded.trained
 
 
+def test_average_counts_the_training_of_its_runs(make_sac, arch, tmp_path):
+    from sac_rag.training.trainer import prior_training
+
+    runs = [scrambled(make_sac, arch, seed).save_adapter(
+        tmp_path / f"run{seed}", info={"stage": "qa", "items": 10 * seed, "tokens": 100 * seed, "elapsed_s": 60.0 * seed,
+                                       "before": {"items": 5, "tokens": 50, "elapsed_s": 30.0}})
+        for seed in (1, 2)]
+    result = average_adapters(runs, tmp_path / "avg")
+    info = json.loads((result.path / "sac_adapter.json").read_text())["info"]
+    assert (info["items"], info["tokens"], info["elapsed_s"], info["ratio"]) == (30, 300, 180.0, FIELDS["ratio"])
+    # a run continued from the average starts counting from the runs' common start plus both runs
+    ratio = FIELDS["ratio"]
+    assert prior_training(result.path, "qa", ratio) == {"items": 35, "tokens": 350, "elapsed_s": 210.0}
+    assert prior_training(result.path, "qa", ratio + 1) == {"items": 0, "tokens": 0, "elapsed_s": 0.0}  # another ratio
+    assert prior_training(result.path, "lm", ratio) == {"items": 0, "tokens": 0, "elapsed_s": 0.0}  # another stage
+    # an average written before its totals were recorded (only its items): the runs' records fill them in
+    meta = json.loads((result.path / "sac_adapter.json").read_text())
+    for k in ("tokens", "elapsed_s"):
+        del meta["info"][k]
+    meta["info"]["before"] = {"items": 5}
+    (result.path / "sac_adapter.json").write_text(json.dumps(meta))
+    assert prior_training(result.path, "qa", ratio) == {"items": 35, "tokens": 350, "elapsed_s": 210.0}
+
+
 def test_average_at_the_sources_rank_is_the_best_cut(pair, tmp_path):
     result = average_adapters(pair, tmp_path / "avg")
     assert result.rank == FIELDS["lora_rank"]

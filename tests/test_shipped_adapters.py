@@ -66,3 +66,16 @@ def test_shipped_adapter_is_the_default_and_is_trained(ratio):
     assert sac.trained and sac.config.ratio == ratio and sac.adapter_path == shipped_adapter(ratio)
     assert sac.config.anchor_slots == -(-510 // ratio)
     assert answer_nll(sac, demo_questions()) < untrained_nll(ratio) - 1.0  # nats per answer token
+
+
+def test_a_run_from_the_shipped_adapter_counts_its_training():
+    from sac_rag.adapter import read_adapter
+    from sac_rag.training.trainer import prior_training
+
+    path = shipped_adapter(5)
+    info = read_adapter(path).meta["info"]
+    prior = prior_training(path, "qa", 5)
+    # every item, answer token and second behind the default (an average: its runs' records fill in what it lacks)
+    assert prior["items"] == info["items"] + info["before"]["items"]
+    assert prior["tokens"] > 0 and prior["elapsed_s"] > 0
+    assert prior_training(path, "qa", 15) == {"items": 0, "tokens": 0, "elapsed_s": 0.0}  # a 15x run starts at 0

@@ -148,11 +148,17 @@ def average_adapters(
 
     sources = [str(p) for p in paths]
     result = AverageResult(Path(out), sources, weights, rank, len(truncation), truncation)
-    items = [(f.meta.get("info") or {}).get("items") for f in files]
+    infos = [f.meta.get("info") or {} for f in files]
+    items = [i.get("items") for i in infos]
+    # the training behind the average: the runs' items, target tokens and seconds added up (what continued runs
+    # and curves count), where every run recorded them
+    totals = {k: sum(i[k] for i in infos) for k in ("items", "tokens", "elapsed_s")
+              if all(isinstance(i.get(k), (int, float)) and not isinstance(i.get(k), bool) for i in infos)}
     record = {
         "trained": True,
-        "stage": (first.meta.get("info") or {}).get("stage", "qa"),
-        **({"items": sum(items)} if all(isinstance(i, int) for i in items) else {}),
+        "stage": infos[0].get("stage", "qa"),
+        "ratio": cfg.ratio,
+        **totals,
         "recipe": f"the average of {len(files)} adapters' LoRA updates (cut back to rank {rank} by SVD) and embeddings",
         "averaged_from": [{"path": s, "weight": w, "items": i, "info": f.meta.get("info") or {},
                            "fingerprint": weights_fingerprint({**f.embeddings, **(f.lora or {})})}

@@ -512,11 +512,24 @@ def prior_training(adapter: str | os.PathLike, stage: str, ratio: int) -> dict[s
     """Items, target tokens and seconds of ``stage`` training at ``ratio`` already in an init adapter (its own
     counts plus those it recorded from its init), so a continued run's curve can be drawn from where it began.
     An adapter of another stage or ratio counts as zero."""
-    info = read_adapter(adapter).meta.get("info") or {}
-    if info.get("stage") != stage or info.get("ratio", ratio) != ratio:
+    files = read_adapter(adapter)
+    info = files.meta.get("info") or {}
+    if info.get("stage") != stage or files.config.ratio != ratio:
         return {"items": 0, "tokens": 0, "elapsed_s": 0.0}
     before = info.get("before") or {}
-    return {k: before.get(k, 0) + info.get(k, 0) for k in ("items", "tokens", "elapsed_s")}
+    # an average written before session 16 recorded only its items: its runs' own records hold the rest
+    runs = [r.get("info") or {} for r in info.get("averaged_from") or ()]
+    run_befores = [r.get("before") or {} for r in runs]
+    out = {}
+    for k in ("items", "tokens", "elapsed_s"):
+        own = info.get(k)
+        if own is None and runs and all(k in r for r in runs):
+            own = sum(r[k] for r in runs)
+        prior = before.get(k)
+        if prior is None and runs and all(k in b for b in run_befores) and len({b[k] for b in run_befores}) == 1:
+            prior = run_befores[0][k]  # the runs' common start
+        out[k] = (prior or 0) + (own or 0)
+    return out
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
