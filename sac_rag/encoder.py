@@ -24,6 +24,7 @@ from torch import nn
 from .anchors import Chunk
 from .attention import MaskBuilder
 from .config import SACConfig
+from .models import cache_kwarg
 
 __all__ = ["SACEmbeddings", "ChunkInput", "encode_chunks"]
 
@@ -112,7 +113,7 @@ def encode_chunks(
 
     cache = DynamicCache()
     inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    inner(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, cache=cache, use_cache=True)
+    inner(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, use_cache=True, **{cache_kwarg(inner): cache})
     keys = torch.stack([layer.keys for layer in cache.layers])  # [L, B, H, T, D]
     values = torch.stack([layer.values for layer in cache.layers])
     return [(keys[:, b][:, :, idx], values[:, b][:, :, idx]) for b, idx in enumerate(anchor_idx)]

@@ -15,7 +15,9 @@ This module knows nothing about anchors or compression.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -38,6 +40,8 @@ __all__ = [
     "rotary_of",
     "model_fingerprint",
     "decoder_layers_of",
+    "cache_kwarg",
+    "check_embedded_tokenizer",
 ]
 
 DEFAULT_MODEL = "embedded:gemma-3-270m"
@@ -100,6 +104,28 @@ def embedded_model_path() -> Path:
     return target
 
 
+# A sentence and the ids Gemma 3's tokenizer gives it (no special tokens): a tokenizer converted from the GGUF
+# must reproduce them. transformers 5.17 converts this GGUF's tokenizer into another one (3-4x the tokens on
+# English text; measured in session 17), which runs without an error and silently ruins every answer.
+_CANARY_TEXT = "Semantic anchors compress a passage: the Normans gave their name to Normandy in 911."
+_CANARY_IDS = (128447, 83522, 21407, 496, 16622, 236787, 506, 17509, 743, 5877, 910, 1463, 531, 114662, 528,
+               236743, 236819, 236770, 236770, 236761)
+
+
+def check_embedded_tokenizer(tokenizer, where: str | os.PathLike = "") -> None:
+    """Raise :class:`ModelLoadError` unless ``tokenizer`` tokenizes like Gemma 3's own tokenizer."""
+    got = tuple(tokenizer.encode(_CANARY_TEXT, add_special_tokens=False))
+    if got != _CANARY_IDS:
+        import transformers
+
+        raise ModelLoadError(
+            f"the embedded model's tokenizer{f' in {where}' if where else ''} does not tokenize like Gemma 3's "
+            f"({len(got)} tokens for a check sentence that has {len(_CANARY_IDS)}): it was converted from the GGUF "
+            f"by a transformers release that gets this tokenizer wrong (5.17 does; 5.25 does not; this is "
+            f"{transformers.__version__}). Upgrade transformers, delete that folder and load again."
+        )
+
+
 def _convert_gguf(pkg, target: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,6 +135,7 @@ def _convert_gguf(pkg, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        check_embedded_tokenizer(tokenizer)  # before ~40 s of dequantizing, and before anything is cached
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # lm_head is tied
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
@@ -147,10 +174,25 @@ def load_base(
         )
     except (OSError, ValueError, SafetensorError) as exc:
         raise ModelLoadError(f"could not load a causal LM from {source!r}: {exc}") from exc
+    if source == DEFAULT_MODEL:
+        check_embedded_tokenizer(tokenizer, path)  # a cache written by another transformers release
     model.to(dev)
     model.eval()
     model.config.name_or_path = source
     return model, tokenizer
+
+
+def cache_kwarg(module) -> str:
+    """The keyword a decoder's ``forward`` takes its KV cache by: ``cache`` in newer transformers 5 releases (5.2x),
+    ``past_key_values`` in earlier ones (5.17 and before). Both are within the versions sac-rag supports; a cache
+    passed by the wrong name is silently dropped, and the model would start a cache of its own."""
+    return _cache_kwarg_of(type(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def decoder_layers_of(model) -> list:

@@ -127,3 +127,10 @@ def test_exact_config_decodes_like_the_embedded_model(embedded_base, lora_rank):
     assert out.token_ids == reference
     assert len(out.token_ids) > 0
     assert torch.allclose(our_logits, ref_logits, atol=1e-3)
+
+
+def test_the_embedded_tokenizer_tokenizes_like_gemma_3(embedded):
+    from sac_rag.models import check_embedded_tokenizer
+
+    sac, _ = embedded
+    check_embedded_tokenizer(sac.tokenizer)  # raises ModelLoadError otherwise

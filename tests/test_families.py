@@ -48,3 +48,44 @@ def test_placed_at_matches_concat_order(build):
     # decoding from the two KVs equals decoding from their concatenation
     q = "\n### Question:\nWhat?\n### Answer:\n"
     assert sac.generate([a, b, q], max_new_tokens=6).token_ids == sac.generate([joined, q], max_new_tokens=6).token_ids
+
+
+def test_cache_keyword_follows_the_decoders_forward():
+    """transformers renamed the decoder's KV-cache argument (``past_key_values`` -> ``cache``); a cache passed by
+    the wrong name is dropped without a word, so sac-rag asks each decoder class which name it takes."""
+    from sac_rag.models import cache_kwarg
+
+    class Older(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, use_cache=None, **kwargs):
+            return past_key_values
+
+    class Newer(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, use_cache=None, **kwargs):
+            return cache
+
+    assert cache_kwarg(Older()) == "past_key_values"
+    assert cache_kwarg(Newer()) == "cache"
+    sentinel = object()
+    for module in (Older(), Newer()):
+        assert module(**{cache_kwarg(module): sentinel}) is sentinel
+
+
+class _FakeTokenizer:
+    def __init__(self, ids):
+        self.ids = list(ids)
+
+    def encode(self, text, add_special_tokens=True):
+        return self.ids
+
+
+def test_a_mistokenizing_embedded_tokenizer_is_refused():
+    """transformers 5.17 converts the embedded GGUF's tokenizer into a different one that runs without an error
+    (3-4x the tokens); loading or converting the embedded model must stop with a typed error instead."""
+    from sac_rag.errors import ModelLoadError
+    from sac_rag.models import _CANARY_IDS, check_embedded_tokenizer
+
+    check_embedded_tokenizer(_FakeTokenizer(_CANARY_IDS))  # Gemma 3's own ids: accepted
+    wrong = [i % 1000 for i in range(3 * len(_CANARY_IDS))]
+    expected = r"tokenizer in /some/cache does not tokenize like Gemma 3.s \(60 tokens for a check sentence that has 20\)"
+    with pytest.raises(ModelLoadError, match=expected):
+        check_embedded_tokenizer(_FakeTokenizer(wrong), "/some/cache")

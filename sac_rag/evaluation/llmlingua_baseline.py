@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError
-from ..models import cache_dir, embedded_model_path
+from ..models import cache_dir, cache_kwarg, embedded_model_path
 
 __all__ = ["LLMLinguaCompressor"]
 
@@ -62,8 +62,9 @@ class _LegacyCacheModel(torch.nn.Module):
         from transformers import DynamicCache
 
         cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values]) if past_key_values else None
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, cache=cache, use_cache=True)
-        legacy = [(layer.keys, layer.values) for layer in out.cache.layers]
+        name = cache_kwarg(self.inner)  # "cache" in newer transformers 5 releases, "past_key_values" before
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **{name: cache})
+        legacy = [(layer.keys, layer.values) for layer in getattr(out, name).layers]
         return _Out(logits=out.logits, past_key_values=legacy)
 
 
