@@ -122,7 +122,8 @@ def check_embedded_tokenizer(tokenizer, where: str | os.PathLike = "") -> None:
             f"the embedded model's tokenizer{f' in {where}' if where else ''} does not tokenize like Gemma 3's "
             f"({len(got)} tokens for a check sentence that has {len(_CANARY_IDS)}): it was converted from the GGUF "
             f"by a transformers release that gets this tokenizer wrong (5.17 does; 5.25 does not; this is "
-            f"{transformers.__version__}). Upgrade transformers, delete that folder and load again."
+            f"{transformers.__version__}). Upgrade transformers, "
+            f"{'delete that folder and load again' if where else 'then load again'}."
         )
 
 
