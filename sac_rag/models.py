@@ -105,8 +105,9 @@ def embedded_model_path() -> Path:
 
 
 # A sentence and the ids Gemma 3's tokenizer gives it (no special tokens): a tokenizer converted from the GGUF
-# must reproduce them. transformers 5.17 converts this GGUF's tokenizer into another one (3-4x the tokens on
-# English text; measured in session 17), which runs without an error and silently ruins every answer.
+# must reproduce them. transformers releases before 5.18 (5.16 and 5.17 measured, in session 17) convert this
+# GGUF's tokenizer into another one (2-4x the tokens on English text), which runs without an error and silently
+# ruins every answer; pyproject asks for 5.18 or later, and this check catches an older one all the same.
 _CANARY_TEXT = "Semantic anchors compress a passage: the Normans gave their name to Normandy in 911."
 _CANARY_IDS = (128447, 83522, 21407, 496, 16622, 236787, 506, 17509, 743, 5877, 910, 1463, 531, 114662, 528,
                236743, 236819, 236770, 236770, 236761)
@@ -121,7 +122,7 @@ def check_embedded_tokenizer(tokenizer, where: str | os.PathLike = "") -> None:
         raise ModelLoadError(
             f"the embedded model's tokenizer{f' in {where}' if where else ''} does not tokenize like Gemma 3's "
             f"({len(got)} tokens for a check sentence that has {len(_CANARY_IDS)}): it was converted from the GGUF "
-            f"by a transformers release that gets this tokenizer wrong (5.17 does; 5.25 does not; this is "
+            f"by a transformers release that gets this tokenizer wrong (releases before 5.18 do; this is "
             f"{transformers.__version__}). Upgrade transformers, "
             f"{'delete that folder and load again' if where else 'then load again'}."
         )
@@ -184,8 +185,8 @@ def load_base(
 
 
 def cache_kwarg(module) -> str:
-    """The keyword a decoder's ``forward`` takes its KV cache by: ``cache`` in newer transformers 5 releases (5.2x),
-    ``past_key_values`` in earlier ones (5.17 and before). Both are within the versions sac-rag supports; a cache
+    """The keyword a decoder's ``forward`` takes its KV cache by: ``cache`` in newer transformers 5 releases (5.25),
+    ``past_key_values`` in earlier ones (5.21 and before). Both are within the versions sac-rag supports; a cache
     passed by the wrong name is silently dropped, and the model would start a cache of its own."""
     return _cache_kwarg_of(type(module))
 
