@@ -16,6 +16,7 @@ import inspect
 import torch
 
 from .errors import ConfigError
+from .models import decoder_of
 
 __all__ = ["MaskBuilder"]
 
@@ -42,7 +43,7 @@ class MaskBuilder:
         if "sliding_attention" in self.layer_types and not window:
             raise ConfigError("the model has sliding-window layers but no sliding_window size in its config")
         self.window = int(window) if window else None
-        inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        inner = decoder_of(model)
         self.takes_dict = "causal_mask_mapping" in inspect.getsource(type(inner).forward)
         self.types = sorted(set(self.layer_types))
         if len(self.types) > 1 and not self.takes_dict:

@@ -24,7 +24,7 @@ from torch import nn
 from .anchors import Chunk
 from .attention import MaskBuilder
 from .config import SACConfig
-from .models import cache_kwarg
+from .models import run_decoder
 
 __all__ = ["SACEmbeddings", "ChunkInput", "encode_chunks"]
 
@@ -112,8 +112,7 @@ def encode_chunks(
     mask = masks.build(allowed, pos, pos, symmetric=config.bidirectional, dtype=embeds.dtype)
 
     cache = DynamicCache()
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    inner(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, use_cache=True, **{cache_kwarg(inner): cache})
+    run_decoder(model, cache, inputs_embeds=embeds, position_ids=pos, attention_mask=mask)
     keys = torch.stack([layer.keys for layer in cache.layers])  # [L, B, H, T, D]
     values = torch.stack([layer.values for layer in cache.layers])
     return [(keys[:, b][:, :, idx], values[:, b][:, :, idx]) for b, idx in enumerate(anchor_idx)]

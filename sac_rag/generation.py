@@ -29,7 +29,7 @@ from .attention import MaskBuilder
 from .config import SACConfig
 from .errors import InputTooLargeError, InvalidInputError, KVMismatchError, check_text
 from .kv import AnchorKV
-from .models import cache_kwarg
+from .models import run_decoder
 
 __all__ = ["Usage", "GenerationOutput", "StreamPiece", "SamplingParams", "DecoderContext", "generate", "stream"]
 
@@ -152,19 +152,13 @@ def _forward(ctx: DecoderContext, state: _State, embeds: torch.Tensor, pos: list
     allowed = torch.arange(past + q, device=device)[None, :] <= (past + torch.arange(q, device=device))[:, None]
     mask = ctx.masks.build(allowed[None], q_pos[None], k_pos[None], pinned[None], dtype=embeds.dtype)
     with ctx.decoder_mode():
-        stack = _decoder_stack(ctx.model)
-        hidden = stack(
-            inputs_embeds=embeds, position_ids=q_pos[None], attention_mask=mask, use_cache=True,
-            **{cache_kwarg(stack): state.cache},
+        hidden = run_decoder(
+            ctx.model, state.cache, inputs_embeds=embeds, position_ids=q_pos[None], attention_mask=mask
         ).last_hidden_state
         if keep:  # keep=0: a run in the middle of the prompt, whose logits nobody reads
             logits = _lm_head(ctx.model, hidden[0, -keep:])
             state.logits = logits[-1] if keep == 1 else logits
     state.pos, state.pinned = k_pos, pinned
-
-
-def _decoder_stack(model):
-    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
 
 
 def _lm_head(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -429,10 +423,8 @@ def _prefill_batch(ctx: DecoderContext, prompts: Sequence[Sequence[Segment]], ke
         for layer in range(n_layers):
             cache.update(kk[:, layer], vv[:, layer], layer)
     with ctx.decoder_mode():
-        stack = _decoder_stack(ctx.model)
-        hidden = stack(
-            inputs_embeds=torch.stack(embeds), position_ids=q_pos, attention_mask=mask, use_cache=True,
-            **{cache_kwarg(stack): cache},
+        hidden = run_decoder(
+            ctx.model, cache, inputs_embeds=torch.stack(embeds), position_ids=q_pos, attention_mask=mask
         ).last_hidden_state
         lengths = [len(r[2]) for r in rows]
         picked = torch.cat([hidden[b, lengths[b] - keep[b] : lengths[b]] for b in range(len(rows))])

@@ -41,6 +41,8 @@ __all__ = [
     "model_fingerprint",
     "decoder_layers_of",
     "cache_kwarg",
+    "decoder_of",
+    "run_decoder",
     "check_embedded_tokenizer",
 ]
 
@@ -197,15 +199,26 @@ def _cache_kwarg_of(cls: type) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def decoder_of(model):
+    """The decoder stack of a causal LM, without its LM head (works through a peft wrapper)."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+
+
+def run_decoder(model, cache, **inputs):
+    """Run ``model``'s decoder stack on ``inputs`` with ``cache`` (a ``DynamicCache``, filled in place), passed
+    by the name this transformers release takes (:func:`cache_kwarg`)."""
+    inner = decoder_of(model)
+    return inner(**inputs, use_cache=True, **{cache_kwarg(inner): cache})
+
+
 def decoder_layers_of(model) -> list:
     """The transformer blocks of a causal LM (works through a peft wrapper)."""
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    return list(inner.layers)
+    return list(decoder_of(model).layers)
 
 
 def rotary_of(model) -> Rotary:
     """The model's own rotary inverse frequencies for each layer."""
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    inner = decoder_of(model)
     rope = getattr(inner, "rotary_emb", None)
     if rope is None:
         raise ConfigError(f"{type(model).__name__} has no rotary embedding module; SAC needs a RoPE model")
