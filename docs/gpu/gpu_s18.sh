@@ -18,6 +18,8 @@
 # launching call follows the run), MAX_LOSS1 (worker 1's first loss above which the run stops: the CPU gives 2.14
 # on the same items with the right tokenizer), PY, SKIP_CONVERT (rehearsals on a machine that has the model).
 # Usage: launch: `bash .devrun/bin/gpu_s18.sh launch`; follow: `bash /tmp/work/gpu_s18.sh wait <seconds>`.
+# Rehearse on a CPU that has the model: `DEVICE=cpu TRAIN_DTYPE=float32 SKIP_CONVERT=1 TB=60 WORKERS=2 THREADS=1 BARL=2
+# PY=.venv/bin/python SAC_RAG_CACHE=~/.cache/sac-rag WORK=/tmp/r/work RUN=/tmp/r/run GOUT=/tmp/r/out bash docs/gpu/gpu_s18.sh launch`.
 set -u
 MODE=${1:-launch}
 TB=${TB:-300}; WORKERS=${WORKERS:-8}; THREADS=${THREADS:-2}; DEVICE=${DEVICE:-cuda}; BARL=${BARL:-200}
