@@ -62,8 +62,8 @@ if [ "$MODE" = launch ]; then
   # converts the GGUF once (and checks the tokenizer against Gemma 3's ids: a wrong one stops here)
   $PY -c "from sac_rag.models import embedded_model_path as e; print(e())" 2>&1 | grep -v -e Converting -e Loading || exit 7
   el "model ready; starting the run (TB=$TB s, $WORKERS workers)"
-  setsid nohup env TB="$TB" WORKERS="$WORKERS" ROUNDS="$ROUNDS" LR="$LR" EMB_LR="$EMB_LR" SEED="$SEED" THREADS="$THREADS" DEVICE="$DEVICE" BARL="$BARL" PY="$PY" \
-    MAX_LOSS1="$MAX_LOSS1" WORK="$W" RUN="$R" GOUT="$G" bash "$W/gpu_s18.sh" run > "$R/run.log" 2>&1 < /dev/null &
+  # the run inherits this environment, so it reads the same settings as this call
+  setsid nohup bash "$W/gpu_s18.sh" run > "$R/run.log" 2>&1 < /dev/null &
   follow "$LAUNCH_S"
   exit 0
 fi
@@ -107,7 +107,7 @@ for r in $(seq 1 "$ROUNDS"); do for w in $(seq 1 "$WORKERS"); do
 cp "$R/train.txt" "$R/logs/"
 tar czf "$G/.logs.tgz" -C "$R" logs && mv "$G/.logs.tgz" "$G/logs.tgz"
 CAND=$R/x5/round-$ROUNDS/average
-if [ ! -f "$CAND/sac_adapter.json" ]; then el "no average"; touch "$G/DONE"; exit 7; fi
+if [ ! -f "$CAND/sac_adapter.json" ]; then el "no average"; touch "$G/DONE"; exit 10; fi
 mkdir -p "$R/adapters" && cp -r "$CAND" "$R/adapters/candidate"
 tar czf "$G/.candidate.tgz" -C "$R/adapters" candidate && mv "$G/.candidate.tgz" "$G/candidate.tgz"
 el "candidate packed"
