@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("average", help="average adapters trained from one start (LoRA updates averaged, cut back to a rank by SVD)")
     p.add_argument("adapters", nargs="+", help="adapter directories (same base model and config)")
     p.add_argument("--out", required=True, help="directory to write the averaged adapter to")
-    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per adapter (default: equal)")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per adapter (default: equal); normalised to sum to 1; a negative "
+                   "weight extrapolates: --weights -2 3 over START END goes 3x as far as END went from START")
     p.add_argument("--rank", type=int, default=None, help="LoRA rank of the result (default: the adapters' rank)")
     p.set_defaults(func=cmd_average)
 

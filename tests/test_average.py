@@ -101,6 +101,20 @@ def test_average_at_the_sources_rank_is_the_best_cut(pair, tmp_path):
     assert 0 < result.max_truncation < 1, "two random rank-4 updates do not share a rank-4 subspace"
 
 
+def test_negative_weight_extrapolates_along_the_line(pair, tmp_path):
+    """weights (1 - f, f) with f = 3: the LoRA updates and embeddings go three times as far from the first adapter
+    as the second went (exact at the summed rank)."""
+    result = average_adapters(pair, tmp_path / "ext", weights=[-2, 3], rank=8)
+    assert result.weights == [-2.0, 3.0] and result.max_truncation < 1e-6
+    scale = FIELDS["lora_alpha"] / FIELDS["lora_rank"]
+    start, end, got = updates(pair[0], scale), updates(pair[1], scale), updates(result.path, scale)
+    for k in start:
+        assert torch.allclose(got[k], start[k] + 3 * (end[k] - start[k]), atol=1e-5), k
+    emb = [load_file(p / "sac_embeddings.safetensors") for p in (*pair, result.path)]
+    for name in emb[0]:
+        assert torch.allclose(emb[2][name], emb[0][name] + 3 * (emb[1][name] - emb[0][name]), atol=1e-5), name
+
+
 def test_average_with_itself_changes_nothing(make_sac, arch, tok, tmp_path):
     sac = scrambled(make_sac, arch, 3)
     path = sac.save_adapter(tmp_path / "one")
@@ -125,8 +139,9 @@ def test_average_without_lora(make_sac, tmp_path):
 def test_average_refuses_what_does_not_belong_together(make_sac, pair, arch, tmp_path):
     with pytest.raises(ConfigError, match="at least two"):
         average_adapters(pair[:1], tmp_path / "x")
-    with pytest.raises(ConfigError, match="positive"):
-        average_adapters(pair, tmp_path / "x", weights=[1, -1])
+    for bad in ([1, -1], [-1, -2], [0, 1], [float("nan"), 1], [1]):
+        with pytest.raises(ConfigError, match="positive sum"):
+            average_adapters(pair, tmp_path / "x", weights=bad)
     with pytest.raises(ConfigError, match="rank"):
         average_adapters(pair, tmp_path / "x", rank=0)
     other_ratio = scrambled(make_sac, arch, 5, ratio=8).save_adapter(tmp_path / "ratio8")

@@ -7,11 +7,16 @@ the sum of the ranks, so it is cut back to ``rank`` by an SVD, done exactly thro
 ``B`` and ``A``, so only a small core matrix is decomposed. The anchor and ``[LM]`` embeddings are
 averaged directly. The truncation error is measured and returned.
 
+Weights may be negative as long as they sum to more than zero: ``weights=[1 - f, f]`` over adapters ``(start,
+end)`` with ``f > 1`` *extrapolates*, moving ``f`` times as far as ``end`` went from ``start`` along the same line
+(for an averaged round of local SGD, an outer learning rate above 1).
+
 This module knows adapter files (:mod:`sac_rag.adapter`); it does not know models, training or data.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,7 +90,8 @@ def average_adapters(
 
     All adapters must share the base model (fingerprint) and the whole :class:`~sac_rag.SACConfig`; averaging
     only makes sense for runs from one start (their updates live in one basin), which this cannot check.
-    ``weights`` default to equal; they are normalised to sum to 1. ``rank`` defaults to the adapters' rank;
+    ``weights`` default to equal; they are normalised to sum to 1, which needs a positive sum; a negative weight
+    extrapolates (see the module's docstring). ``rank`` defaults to the adapters' rank;
     any rank from 1 up is accepted (the sum of the ranks keeps the average exact). The output keeps the LoRA
     scaling ``alpha / rank`` of its sources (alpha grows with the rank when that stays an integer; otherwise the
     scale is folded into the matrices and alpha is kept)."""
@@ -95,9 +101,9 @@ def average_adapters(
     if weights is None:
         weights = [1.0] * len(paths)
     weights = [float(w) for w in weights]
-    if len(weights) != len(paths) or any(not w > 0 for w in weights):
-        raise ConfigError(f"weights must be {len(paths)} positive numbers, got {weights}")
     total = sum(weights)
+    if len(weights) != len(paths) or not all(math.isfinite(w) and w != 0 for w in weights) or not total > 0:
+        raise ConfigError(f"weights must be {len(paths)} finite, non-zero numbers with a positive sum, got {weights}")
     weights = [w / total for w in weights]
     files = [read_adapter(p) for p in paths]
     first = files[0]
