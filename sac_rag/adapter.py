@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from .config import SACConfig
 from .errors import AdapterMismatchError, ConfigError, ModelLoadError
 
-__all__ = ["AdapterFiles", "read_adapter", "write_adapter", "weights_fingerprint", "ADAPTER_FORMAT"]
+__all__ = ["AdapterFiles", "read_adapter", "write_adapter", "weights_fingerprint", "sac_fingerprint", "ADAPTER_FORMAT"]
 
 ADAPTER_FORMAT = "sac-rag/adapter"
 ADAPTER_VERSION = 1
@@ -51,6 +51,17 @@ class AdapterFiles:
     meta: dict[str, Any]
     peft_config: dict[str, Any] | None = None
 
+    @property
+    def fingerprint(self) -> str:
+        """The :attr:`SACModel.fingerprint` this adapter gives once loaded on its base model (eval results and
+        stored KVs carry that one), computed from the files alone: the LoRA tensors under the names peft gives
+        the loaded parameters (adapter name ``default``), the embeddings under ``emb.``."""
+        tensors = {f"emb.{k}": v for k, v in self.embeddings.items()}
+        for name, t in (self.lora or {}).items():
+            stem, dot, leaf = name.rpartition(".")
+            tensors[f"{stem}.default.{leaf}" if dot and stem.endswith((".lora_A", ".lora_B")) else name] = t
+        return sac_fingerprint(self.base_fingerprint, weights_fingerprint(tensors), self.config)
+
 
 def weights_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
@@ -59,6 +70,12 @@ def weights_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def sac_fingerprint(base_fingerprint: str, adapter_fingerprint: str, config: SACConfig) -> str:
+    """The fingerprint of a SAC model: its base model, its adapter's weights and its config, hashed together."""
+    blob = f"{base_fingerprint}/{adapter_fingerprint}/{config.fingerprint()}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .adapter import read_adapter, weights_fingerprint, write_adapter
+from .adapter import read_adapter, sac_fingerprint, weights_fingerprint, write_adapter
 from .anchors import plan_chunks
 from .attention import MaskBuilder
 from .config import QA_TEMPLATE, SACConfig
@@ -281,8 +281,7 @@ class SACModel:
     def _refresh_fingerprint(self) -> None:
         """Recompute the fingerprint; call after changing adapter weights (training does)."""
         self.adapter_fingerprint = weights_fingerprint(self._adapter_tensors())
-        blob = f"{self.base_fingerprint}/{self.adapter_fingerprint}/{self.config.fingerprint()}"
-        self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        self.fingerprint = sac_fingerprint(self.base_fingerprint, self.adapter_fingerprint, self.config)
 
     def _set_adapter(self, enabled: bool) -> None:
         # Flip the flag only: peft's enable_adapters() would also flip requires_grad, which training must keep.

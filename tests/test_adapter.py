@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import TINY, scramble_adapter, text_of_length
+from sac_rag.adapter import read_adapter
 from sac_rag import AdapterMismatchError, ConfigError, ModelLoadError, ModelMismatchError, SACConfig, SACModel
 
 
@@ -56,6 +57,7 @@ def test_adapter_round_trip(saved, arch, tok):
     assert loaded.config == sac.config
     assert loaded.fingerprint == sac.fingerprint
     assert loaded.adapter_fingerprint == sac.adapter_fingerprint
+    assert read_adapter(path).fingerprint == sac.fingerprint, "the files alone give the loaded model's fingerprint"
     assert loaded.trained and loaded.adapter_info["steps"] == 3
     texts = [text_of_length(90), text_of_length(600, 1)]
     for a, b in zip(sac.compress_batch(texts), loaded.compress_batch(texts)):
@@ -114,7 +116,7 @@ def test_adapter_without_lora_round_trip(make_sac, tok, tmp_path):
     path = sac.save_adapter(tmp_path / "no-lora")
     assert not (path / "adapter_model.safetensors").exists()
     loaded = SACModel.from_model(TINY["llama"](0), tok, adapter=path)
-    assert loaded.fingerprint == sac.fingerprint
+    assert loaded.fingerprint == sac.fingerprint == read_adapter(path).fingerprint
     assert torch.allclose(loaded.compress("hello there").keys, sac.compress("hello there").keys, atol=1e-6)
 
 

@@ -461,6 +461,17 @@ def test_report_command_reproduces_each_row():
                                 "--dtype bfloat16")
     shipped["summary"]["dtype"] = "float32"
     assert command(shipped).endswith("--offset 100 --dtype float32")
+    # a training run's copy of a shipped adapter (evaluated before it shipped) is the package's: the fingerprint
+    # says so, and a fresh clone has no such run
+    from sac_rag.adapter import read_adapter
+    from sac_rag.sac_model import shipped_adapter
+
+    copy = {"config": {"data": "/d/squad.json", "method": "sac", "ratio": 5, "passages": 1, "shots": 0, "limit": 200},
+            "summary": {"adapter": f"{home}/.cache/sac-rag/runs/r/candidate", "dtype": "float32",
+                        "fingerprint": read_adapter(shipped_adapter(5)).fingerprint}}
+    assert command(copy) == "sac-rag eval --data /d/squad.json --method sac --ratio 5 --limit 200 --dtype float32"
+    copy["summary"]["fingerprint"] = "0" * 16  # other weights: the run's own path
+    assert "--adapter ~/.cache/sac-rag/runs/r/candidate --limit 200" in command(copy)
     lingua = {"config": {"data": "/d/squad.json", "method": "llmlingua", "ratio": 15, "passages": 1, "shots": 2,
                          "llmlingua_segment": 30}, "summary": {"adapter": "untrained"}}
     assert command(lingua) == ("sac-rag eval --data /d/squad.json --method llmlingua --ratio 15 --shots 2 "

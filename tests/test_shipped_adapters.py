@@ -65,6 +65,9 @@ def test_shipped_adapter_is_the_default_and_is_trained(ratio):
     assert not [w for w in caught if "UNTRAINED" in str(w.message)]
     assert sac.trained and sac.config.ratio == ratio and sac.adapter_path == shipped_adapter(ratio)
     assert sac.config.anchor_slots == -(-510 // ratio)
+    from sac_rag.adapter import read_adapter
+
+    assert read_adapter(shipped_adapter(ratio)).fingerprint == sac.fingerprint, "the report names results by it"
     assert answer_nll(sac, demo_questions()) < untrained_nll(ratio) - 1.0  # nats per answer token
 
 

@@ -9,6 +9,7 @@ curves from ``log.jsonl`` files. Numbers come only from those files.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
@@ -53,6 +54,34 @@ def _method_name(r: dict, dtype: bool = True) -> str:
     return name + f", {cfg['shots']}-shot"
 
 
+@functools.cache
+def _shipped_fingerprints() -> dict[str, int]:
+    """The fingerprint of each adapter shipped in the package -> its ratio (read from the files, no model loaded)."""
+    from ..adapter import read_adapter
+    from ..sac_model import SHIPPED_DIR
+
+    out = {}
+    for meta in sorted(SHIPPED_DIR.glob("*/sac_adapter.json")):
+        files = read_adapter(meta.parent)
+        out[files.fingerprint] = files.config.ratio
+    return out
+
+
+def _adapter_argument(r: dict) -> str | None:
+    """What ``--adapter`` a result's command needs: none for the package's adapter (the default at that ratio), nor
+    for a training run's copy of it that a result was made with before it shipped (the fingerprint says they are
+    the same weights); else the path it ran with (``~`` for the home directory)."""
+    cfg, adapter = r["config"], r["summary"].get("adapter")
+    if cfg["method"] not in ("sac", "full-ft") or not adapter or adapter == "untrained":
+        return None
+    if "sac_rag/adapters/" in str(adapter):
+        return None
+    if cfg["method"] == "sac" and _shipped_fingerprints().get(r["summary"].get("fingerprint")) == cfg["ratio"]:
+        return None
+    home = str(Path.home())
+    return "~" + adapter[len(home):] if adapter.startswith(home + "/") else adapter
+
+
 def command(r: dict) -> str:
     """The ``sac-rag eval`` command that reproduces a result (data under ``$DATA``, the shared data folder)."""
     cfg = r["config"]
@@ -72,10 +101,9 @@ def command(r: dict) -> str:
         parts.append(f"--shots {cfg['shots']}")
     if cfg["method"] == "llmlingua" and cfg.get("llmlingua_segment", 200) != 200:
         parts.append(f"--llmlingua-segment {cfg['llmlingua_segment']}")
-    adapter = r["summary"].get("adapter")
-    if adapter and adapter != "untrained" and "sac_rag/adapters/" not in str(adapter) and cfg["method"] in ("sac", "full-ft"):
-        home = str(Path.home())
-        parts.append(f"--adapter {'~' + adapter[len(home):] if adapter.startswith(home + '/') else adapter}")
+    adapter = _adapter_argument(r)
+    if adapter:
+        parts.append(f"--adapter {adapter}")
     if cfg.get("limit"):
         parts.append(f"--limit {cfg['limit']}")
     if cfg.get("offset"):
