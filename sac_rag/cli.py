@@ -1,4 +1,4 @@
-"""The ``sac-rag`` command: ``demo``, ``train``, ``eval``, ``bench``, ``report``, ``compare``, ``average``, ``info``.
+"""The ``sac-rag`` command: ``demo``, ``train``, ``eval``, ``bench``, ``report``, ``compare``, ``breakdown``, ``average``, ``info``.
 
 Each subcommand parses its flags and calls the library; no model logic here.
 """
@@ -190,6 +190,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_breakdown(args: argparse.Namespace) -> int:
+    from .evaluation.breakdown import CATEGORIES, breakdown
+
+    rows = [breakdown(path, data=args.data) for path in args.results]
+    if args.json:
+        print(json.dumps([r.to_dict() if args.ids else {**r.to_dict(), "ids": None} for r in rows], indent=2))
+        return 0
+    print("answers by where they went wrong: count (percent); for F1 0, whether the answer is a span of the gold "
+          "passage, of a distractor, or of no passage")
+    print("| file | method | n | " + " | ".join(CATEGORIES) + " |")
+    print("|---|---|---|" + "---|" * len(CATEGORIES))
+    for r in rows:
+        cells = " | ".join(f"{r.counts[c]} ({r.share(c):.0f}%)" for c in CATEGORIES)
+        print(f"| {Path(r.path).name} | {r.method} | {r.n} | {cells} |")
+    return 0
+
+
 def cmd_average(args: argparse.Namespace) -> int:
     from .training.average import average_adapters
 
@@ -324,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="f1", choices=["f1", "em", "rouge1", "raw_em"])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("breakdown", help="sort an eval run's answers by where they went wrong (wrong span, a "
+                       "distractor's text, text in no passage)")
+    p.add_argument("results", nargs="+", help="eval --json files")
+    p.add_argument("--data", default=None, help="the data file, if not where the runs recorded it")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--ids", action="store_true", help="with --json: list each category's question ids")
+    p.set_defaults(func=cmd_breakdown)
 
     p = sub.add_parser("average", help="average adapters trained from one start (LoRA updates averaged, cut back to a rank by SVD)")
     p.add_argument("adapters", nargs="+", help="adapter directories (same base model and config)")

@@ -1,0 +1,95 @@
+"""``sac-rag breakdown``: where an eval run's answers went wrong, question by question.
+
+An F1 gap between two methods can come from picking the wrong part of the passage or from not reproducing the
+passage's words (a garbled name, a wrong digit). This module sorts each answer of a ``sac-rag eval --json`` run
+into one of: ``exact`` (EM 1), ``partial`` (F1 above 0), and for F1 0: ``gold_passage`` (the answer is a span of the
+gold passage, the wrong one), ``distractor`` (a span of another passage the question was given), ``no_passage``
+(in none of them: invented or garbled) or ``empty``. A span is a run of whole words after SQuAD normalisation.
+
+It re-derives each question's passages from the run's recorded config (data file, shuffle seed, offset, passage
+count) with the harness's own selection, so it needs the data file (``data`` overrides a path recorded on another
+machine) and checks every question id against the records. It knows eval files and data; it loads no model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..errors import InvalidInputError
+from .compare import load_eval
+from .metrics import normalize
+
+__all__ = ["Breakdown", "CATEGORIES", "breakdown"]
+
+CATEGORIES = ("exact", "partial", "gold_passage", "distractor", "no_passage", "empty")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """How many answers of one run fell into each category; ``ids`` lists the question ids of each."""
+
+    path: str
+    method: str
+    n: int
+    counts: dict[str, int]
+    ids: dict[str, list[str]]
+
+    def share(self, category: str) -> float:
+        """The percentage of the run's answers in ``category``."""
+        return 100.0 * self.counts[category] / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_span(answer: str, passage: str) -> bool:
+    return f" {answer} " in f" {normalize(passage)} "
+
+
+def categorize(record: dict, gold_passage: str, passages: list[str]) -> str:
+    """One answer's category (see the module's docstring)."""
+    if float(record["em"]) == 1.0:
+        return "exact"
+    if float(record["f1"]) > 0.0:
+        return "partial"
+    answer = normalize(record["prediction"])
+    if not answer:
+        return "empty"
+    if _is_span(answer, gold_passage):
+        return "gold_passage"
+    if any(_is_span(answer, p) for p in passages if p != gold_passage):
+        return "distractor"
+    return "no_passage"
+
+
+def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
+    """Sort the answers of the eval file ``path`` by where they went wrong (``data``: the data file, if it is
+    not where the run recorded it)."""
+    from .qa import EvalConfig, select_examples
+
+    run = load_eval(path)
+    known = {f.name for f in fields(EvalConfig)}
+    try:
+        cfg = EvalConfig(**{k: v for k, v in run["config"].items() if k in known})
+    except TypeError as exc:
+        raise InvalidInputError(f"{path}: its config is not an eval config ({exc})") from exc
+    if data is not None:
+        cfg = EvalConfig(**{**asdict(cfg), "data": str(data)})
+    if not Path(cfg.data).exists():
+        raise InvalidInputError(f"{path}: its data file {cfg.data} is not here; pass the data file's path")
+    records = run["records"]
+    # the selection is deterministic given the config; ask for as many questions as the run answered
+    items = select_examples(EvalConfig(**{**asdict(cfg), "limit": len(records)}))
+    if len(items) < len(records):
+        raise InvalidInputError(f"{path}: {len(records)} answers but the data gives only {len(items)} questions")
+    counts = {c: 0 for c in CATEGORIES}
+    ids: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+    for i, ((example, passages), record) in enumerate(zip(items, records)):
+        if record.get("id") != example.id:
+            raise InvalidInputError(f"{path}: answer {i} is for question {record.get('id')!r}, but the data gives "
+                                    f"{example.id!r} there (another data file, or another version of it?)")
+        category = categorize(record, example.passages[0], list(passages))
+        counts[category] += 1
+        ids[category].append(example.id)
+    return Breakdown(str(path), str(run["config"].get("method", "?")), len(records), counts, ids)
