@@ -203,7 +203,7 @@ def cmd_breakdown(args: argparse.Namespace) -> int:
     print("|---|---|---|" + "---|" * len(CATEGORIES))
     for r in rows:
         cells = " | ".join(f"{r.counts[c]} ({r.share(c):.0f}%)" for c in CATEGORIES)
-        print(f"| {Path(r.path).name} | {r.method} | {r.n} | {cells} |")
+        print(f"| {r.path} | {r.method} | {r.n} | {cells} |")
     return 0
 
 

@@ -87,7 +87,7 @@ def test_cli_breakdown(run, capsys):
     path, _, _ = run
     assert main(["breakdown", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "| run.json | sac | 6 | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) |" in out
+    assert f"| {path} | sac | 6 | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) | 1 (17%) |" in out
     assert main(["breakdown", str(path), "--json", "--ids"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["counts"]["no_passage"] == 1 and len(rows[0]["ids"]["no_passage"]) == 1
