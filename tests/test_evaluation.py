@@ -304,6 +304,14 @@ def test_report_overview_and_one_ratio_panel_per_data_set(sac, squad, tmp_path):
     # the tables themselves keep a row per dtype
     table = text.split("gold passage only, 3 questions", 1)[1].split("\n## ", 1)[0]
     assert "| full, 0-shot | " in table and "| full [float32], 0-shot | " in table
+    # a method run only on a smaller table of a column: its cell comes from there, with its question count
+    evaluate(sac, EvalConfig(data=str(other), method="truncate", limit=1, max_new_tokens=1),
+             out=results / "f.json", progress=False)
+    text = write_report(results, tmp_path / "docs").read_text()
+    overview = text.split("## Overview", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0][2:]: line for line in overview.splitlines() if line.startswith("| ") and "method" not in line}
+    cells = rows["truncate 5x, 0-shot"].split(" | ")[1:]
+    assert "float32, 1 q)" in cells[-1] and "q)" not in cells[0]  # other.json (1 of its 2 q); dev.json's 3-q table
 
 
 def test_closed_book_row_joins_the_distractor_table_of_the_same_questions(sac, squad, tmp_path):

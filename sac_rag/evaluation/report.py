@@ -204,25 +204,37 @@ def _title(data: str, parity: str | None, passages: int) -> str:
     return f"{data}{' (' + parity + ' items)' if parity else ''}, {setting}"
 
 
-def _overview(largest: dict[tuple, list[dict]]) -> list[str]:
+def _overview(groups: dict[tuple, list[dict]], largest: dict[tuple, list[dict]]) -> list[str]:
     """One row per method, one column per data set and setting (its largest table): F1 and the reached ratio. A
-    method run in another dtype than bf16 (the bar's) shares its row, the cell saying the dtype; a table holding it
-    in two dtypes shows both, bf16 first."""
+    method missing from a column's largest table shows its run on the largest table of that column that has it,
+    with the question count. A method run in another dtype than bf16 (the bar's) shares its row, the cell saying
+    the dtype; a table holding it in two dtypes shows both, bf16 first."""
     if len(largest) < 2:
         return []
     cols = list(largest)
     cells: dict[str, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
     first: dict[str, float] = {}  # a row's F1 in its first column: the rows' order
-    for col, rows in largest.items():
-        for r in sorted(rows, key=lambda r: _other_dtype(r) is not None):
-            s, name = r["summary"], _method_name(r, dtype=False)
-            notes = [n for n in (f"{s['reached_ratio']:.1f}x" if s.get("reached_ratio") else None, _other_dtype(r)) if n]
-            cells[name][col].append(f"{s['f1']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
-            first.setdefault(name, s["f1"])
+    for col in cols:
+        n_col = largest[col][0]["summary"]["n"]
+        tables = sorted((rows for key, rows in groups.items() if key[:3] == col), key=lambda rows: -rows[0]["summary"]["n"])
+        taken: set[str] = set()
+        for rows in tables:
+            here = set()
+            for r in sorted(rows, key=lambda r: _other_dtype(r) is not None):
+                s, name = r["summary"], _method_name(r, dtype=False)
+                if name in taken:
+                    continue
+                here.add(name)
+                notes = [n for n in (f"{s['reached_ratio']:.1f}x" if s.get("reached_ratio") else None, _other_dtype(r),
+                                     f"{s['n']} q" if s["n"] != n_col else None) if n]
+                cells[name][col].append(f"{s['f1']:.1f}" + (f" ({', '.join(notes)})" if notes else ""))
+                first.setdefault(name, s["f1"])
+            taken |= here
     head = [f"{_title(*col)}, {largest[col][0]['summary']['n']} q" for col in cols]
     lines = ["## Overview", "", "F1 (and the ratio reached) of every method on the largest table of each data set and "
-             "setting below; a blank: not run there; float32: evaluated in float32 (each eval file records "
-             "its CPU), the others in bf16.", "", "| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
+             "setting below (a method not run there: its largest run in that setting, with its number of questions); a "
+             "blank: not run in that setting; float32: evaluated in float32 (each eval file records its CPU), the "
+             "others in bf16.", "", "| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
     for name in sorted(cells, key=lambda n: -first[n]):
         lines.append(f"| {name} | " + " | ".join(" / ".join(cells[name].get(col, [])) for col in cols) + " |")
     return lines + [""]
@@ -367,7 +379,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
              "Regenerate this page: `" + " ".join(["sac-rag report", f"--results {results_dir}",
                                                    *(f"--log {p}" for p in logs), f"--out {out}"]) + "`", ""]
     largest = _largest(groups)
-    lines += _overview(largest)
+    lines += _overview(groups, largest)
     for (data, parity, passages, limit), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
         lines += [f"## {_title(data, parity, passages)}, {rows[0]['summary']['n']} questions", "",
                   "| method | EM | F1 | ROUGE-1 | raw EM | reached ratio | s/question | file |", "|---|---|---|---|---|---|---|---|"]
