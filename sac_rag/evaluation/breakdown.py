@@ -13,7 +13,7 @@ machine) and checks every question id against the records. It knows eval files a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import InvalidInputError
@@ -74,13 +74,12 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
         cfg = EvalConfig(**{k: v for k, v in run["config"].items() if k in known})
     except TypeError as exc:
         raise InvalidInputError(f"{path}: its config is not an eval config ({exc})") from exc
-    if data is not None:
-        cfg = EvalConfig(**{**asdict(cfg), "data": str(data)})
-    if not Path(cfg.data).exists():
-        raise InvalidInputError(f"{path}: its data file {cfg.data} is not here; pass the data file's path")
     records = run["records"]
     # the selection is deterministic given the config; ask for as many questions as the run answered
-    items = select_examples(EvalConfig(**{**asdict(cfg), "limit": len(records)}))
+    cfg = replace(cfg, data=str(data or cfg.data), limit=len(records))
+    if not Path(cfg.data).exists():
+        raise InvalidInputError(f"{path}: its data file {cfg.data} is not here; pass the data file's path")
+    items = select_examples(cfg)
     if len(items) < len(records):
         raise InvalidInputError(f"{path}: {len(records)} answers but the data gives only {len(items)} questions")
     counts = {c: 0 for c in CATEGORIES}
