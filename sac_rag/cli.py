@@ -211,7 +211,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     from .training.average import average_adapters
 
     result = average_adapters(args.adapters, args.out, weights=args.weights, rank=args.rank)
-    print(f"wrote {result.path}: the average of {len(result.sources)} adapters (weights "
+    kind = "extrapolation" if min(result.weights) < 0 else "average"
+    print(f"wrote {result.path}: the {kind} of {len(result.sources)} adapters (weights "
           f"{', '.join(f'{w:.3g}' for w in result.weights)}), LoRA rank {result.rank}; the rank cut dropped "
           f"{100 * result.mean_truncation:.2f}% of the mean update's norm on average over {result.modules} modules "
           f"(worst {100 * result.max_truncation:.2f}%)")

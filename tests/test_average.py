@@ -106,6 +106,8 @@ def test_negative_weight_extrapolates_along_the_line(pair, tmp_path):
     as the second went (exact at the summed rank)."""
     result = average_adapters(pair, tmp_path / "ext", weights=[-2, 3], rank=8)
     assert result.weights == [-2.0, 3.0] and result.max_truncation < 1e-6
+    info = json.loads((result.path / "sac_adapter.json").read_text())["info"]
+    assert info["recipe"].startswith("the extrapolation (a negative weight) of 2 adapters")
     scale = FIELDS["lora_alpha"] / FIELDS["lora_rank"]
     start, end, got = updates(pair[0], scale), updates(pair[1], scale), updates(result.path, scale)
     for k in start:

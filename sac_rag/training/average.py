@@ -165,7 +165,8 @@ def average_adapters(
         "stage": infos[0].get("stage", "qa"),
         "ratio": cfg.ratio,
         **totals,
-        "recipe": f"the average of {len(files)} adapters' LoRA updates (cut back to rank {rank} by SVD) and embeddings",
+        "recipe": f"the {'extrapolation (a negative weight)' if min(weights) < 0 else 'average'} of {len(files)} "
+                  f"adapters' LoRA updates (cut back to rank {rank} by SVD) and embeddings",
         "averaged_from": [{"path": s, "weight": w, "items": i, "info": f.meta.get("info") or {},
                            "fingerprint": weights_fingerprint({**f.embeddings, **(f.lora or {})})}
                           for s, w, i, f in zip(sources, weights, items, files)],
