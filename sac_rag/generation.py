@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
@@ -30,6 +30,9 @@ from .config import SACConfig
 from .errors import InputTooLargeError, InvalidInputError, KVMismatchError, check_text
 from .kv import AnchorKV
 from .models import run_decoder
+
+if TYPE_CHECKING:
+    from .grounding import Span
 
 __all__ = ["Usage", "GenerationOutput", "StreamPiece", "SamplingParams", "DecoderContext", "generate", "stream"]
 
@@ -63,8 +66,9 @@ class Usage:
 class GenerationOutput:
     text: str
     token_ids: list[int]
-    finish_reason: str  # "eos", "stop" (a stop string) or "length"
+    finish_reason: str  # "eos", "stop" (a stop string), "length"; grounded decoding adds "constraint"
     usage: Usage
+    span: "Span | None" = None  # grounded decoding (sac_rag.grounding): where the answer lies in the passages
 
 
 @dataclass(frozen=True)

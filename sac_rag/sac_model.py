@@ -39,6 +39,7 @@ from .errors import (
     check_text,
 )
 from .generation import DecoderContext, GenerationOutput, SamplingParams, StreamPiece, generate, stream
+from .grounding import generate_grounded
 from .kv import AnchorKV
 from .models import DEFAULT_MODEL, load_base, model_fingerprint, rotary_of
 
@@ -453,9 +454,15 @@ class SACModel:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
+        ground: Sequence[str] | None = None,
     ) -> GenerationOutput:
-        """Decode from text segments and AnchorKVs, in order, with the frozen base model."""
+        """Decode from text segments and AnchorKVs, in order, with the frozen base model.
+
+        ``ground``: passage texts the answer must be a span of (extractive QA; see :mod:`sac_rag.grounding`);
+        the output's ``span`` says which passage and where. The decoder still reads only ``segments``."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
+        if ground is not None:
+            return generate_grounded(self._context(), segments, ground, params)
         return generate(self._context(), segments, params)
 
     def stream(
@@ -481,8 +488,11 @@ class SACModel:
             raise InvalidInputError("qa_segments takes a question and a list of AnchorKV")
         return [*kvs, QA_TEMPLATE.format(question=question.strip())]
 
-    def answer(self, question: str, passages: Sequence[str] | str, *, max_new_tokens: int = 32, **kwargs) -> GenerationOutput:
-        """Compress ``passages`` and answer ``question`` with the template the adapter was trained on."""
+    def answer(self, question: str, passages: Sequence[str] | str, *, max_new_tokens: int = 32, grounded: bool = False,
+               **kwargs) -> GenerationOutput:
+        """Compress ``passages`` and answer ``question`` with the template the adapter was trained on.
+
+        ``grounded=True``: the answer is a span of one of the passages (``output.span`` gives which and where)."""
         if isinstance(passages, str):
             passages = [passages]
         if passages is not None and (isinstance(passages, (bytes, bytearray)) or not isinstance(passages, Sequence)):
@@ -490,6 +500,10 @@ class SACModel:
         self.qa_segments(question, [])  # check the question before compressing anything
         kvs = self.compress_batch(list(passages)) if passages else []
         kwargs.setdefault("stop", ["\n"])
+        if grounded:
+            if not passages:
+                raise InvalidInputError("grounded=True needs passages to take the answer from")
+            kwargs["ground"] = list(passages)
         return self.generate(self.qa_segments(question, kvs), max_new_tokens=max_new_tokens, **kwargs)
 
     def __repr__(self) -> str:

@@ -10,6 +10,9 @@ Methods share the base model and the prompt template (DESIGN.md section 1):
 * ``full-ft``     the passages' text, read by the base model with a LoRA fine-tuned on the same data and budget
                   (``sac-rag train --method full-ft``): the strongest uncompressed rival.
 
+``grounded`` decodes any method but closed-book so that the answer is a span of the question's passages
+(:mod:`sac_rag.grounding`); the passages' text only filters next tokens, so the reached ratio is unchanged.
+
 ``shots`` puts solved examples (from the training split, bundled) before the
 prompt, as text for text methods and compressed for ``sac``. Settings: the
 gold passage alone (``passages=1``) or gold among distractors (``passages=k``,
@@ -33,6 +36,7 @@ import torch
 
 from ..config import QA_TEMPLATE
 from ..generation import SamplingParams, generate
+from ..grounding import generate_grounded
 from ..errors import InvalidInputError
 from ..training.data import QAExample, load_examples
 from .metrics import score
@@ -56,6 +60,7 @@ class EvalConfig:
     seed: int = 0
     max_new_tokens: int = 24
     llmlingua_segment: int = 200  # LLMLingua's iterative_size; its default is 200 (see llmlingua_baseline)
+    grounded: bool = False  # the answer must be a span of the question's passages (sac_rag.grounding)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -64,6 +69,8 @@ class EvalConfig:
             raise InvalidInputError("passages must be >= 1")
         if self.llmlingua_segment < 1:
             raise InvalidInputError("llmlingua_segment must be >= 1")
+        if self.grounded and self.method == "closed-book":
+            raise InvalidInputError("grounded decoding takes the answer from the passages; closed-book has none")
 
 
 def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
@@ -210,18 +217,19 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
         t = time.perf_counter()
         method = "full" if cfg.method == "full-ft" else cfg.method
         segs, read = _segments(sac, method, e.question, passages, shots, cfg.ratio, cfg.llmlingua_segment)
+        params = SamplingParams(cfg.max_new_tokens, stop=("\n",))
+        ctx = sac._context()
         if cfg.method == "full-ft":  # the fine-tuned reader: generate with the LoRA on
-            ctx = sac._context()
             ctx.decoder_mode = sac.encoder_mode
-            result = generate(ctx, segs, SamplingParams(cfg.max_new_tokens, stop=("\n",)))
-        else:
-            result = sac.generate(segs, max_new_tokens=cfg.max_new_tokens, stop=["\n"])
+        # grounded: the answer is a span of the passages' text (all methods take it from the same passages)
+        result = generate_grounded(ctx, segs, passages, params) if cfg.grounded else generate(ctx, segs, params)
         pred = result.text.strip()
         context_tokens = sum(len(sac.tokenize(sac.config.template + p)) for p in passages)
         records.append({
             "id": e.id, "question": e.question, "answers": list(e.answers), "prediction": pred,
             "context_tokens": context_tokens, "read_tokens": read, "seconds": round(time.perf_counter() - t, 3),
             **score(pred, e.answers),
+            **({"span": result.span.to_dict() if result.span else None} if cfg.grounded else {}),
         })
     ctx = sum(r["context_tokens"] for r in records)
     read = sum(r["read_tokens"] for r in records)

@@ -49,6 +49,8 @@ def _method_name(r: dict, dtype: bool = True) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
+    if cfg.get("grounded"):
+        name += ", grounded"
     if dtype and _other_dtype(r):
         name += f" [{_other_dtype(r)}]"
     return name + f", {cfg['shots']}-shot"
@@ -110,6 +112,8 @@ def command(r: dict) -> str:
         parts.append(f"--offset {cfg['offset']}")
     if cfg.get("seed"):
         parts.append(f"--seed {cfg['seed']}")
+    if cfg.get("grounded"):
+        parts.append("--grounded")
     parts.append(f"--dtype {recorded_dtype(r['summary'])}")  # auto differs by CPU
     return " ".join(parts)
 

@@ -1,0 +1,196 @@
+"""Span-grounded decoding: the answer is a span of the retrieved passages' own text.
+
+Extractive QA over retrieved passages wants an answer that can be pointed at: a span of one passage, with its
+offsets. Free decoding from anchor KVs often gets the right place but garbles the surface form (a name spelled
+wrong, a digit off; see docs/adapters.md, "Where the answers go wrong"). Grounded decoding keeps the model's own
+ranking of next tokens but only takes a token that keeps the answer so far a span of some passage, starting at a
+word start; it may stop only at a word end. The text is used for that string check alone: the decoder still reads
+only its segments (anchor KVs for SAC), so the ratio the method reached does not change.
+
+Matching ignores case and collapses runs of whitespace; the returned text is the passage's own span. This module
+knows strings and the decoder's step; it does not know files, stores or the encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import InvalidInputError, check_text
+from .generation import DecoderContext, GenerationOutput, SamplingParams, Segment, Usage, _forward, _pick, _prefill
+
+__all__ = ["Span", "SpanIndex", "generate_grounded"]
+
+@dataclass(frozen=True)
+class Span:
+    """Where a grounded answer lies: ``passages[passage][start:end] == text``."""
+
+    passage: int
+    start: int
+    end: int
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"passage": self.passage, "start": self.start, "end": self.end, "text": self.text}
+
+
+def _fold(text: str) -> tuple[str, list[int]]:
+    """Lower-cased text with whitespace runs made one space, and each folded character's offset in ``text``."""
+    out: list[str] = []
+    where: list[int] = []
+    prev_space = False
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if prev_space:
+                continue
+            out.append(" ")
+            where.append(i)
+            prev_space = True
+            continue
+        low = ch.lower()
+        out.append(low if len(low) == 1 else ch)  # keep offsets one to one ('İ'.lower() has two characters)
+        where.append(i)
+        prev_space = False
+    return "".join(out), where
+
+
+def _inside_word(text: str, i: int) -> bool:
+    """True if a cut before ``text[i]`` would split a run of letters or digits."""
+    return 0 < i < len(text) and text[i - 1].isalnum() and text[i].isalnum()
+
+
+class SpanIndex:
+    """The passages an answer must come from; answers text against them (case and whitespace folded)."""
+
+    def __init__(self, passages: Sequence[str]) -> None:
+        if isinstance(passages, str) or not isinstance(passages, Sequence) or not passages:
+            raise InvalidInputError("grounding needs a non-empty list of passage texts")
+        for i, p in enumerate(passages):
+            check_text(p, f"passage {i}")
+        self.passages = list(passages)
+        self._folded = [_fold(p) for p in self.passages]
+
+    @staticmethod
+    def _key(answer: str) -> str:
+        return _fold(answer.lstrip())[0]
+
+    def _starts(self, key: str) -> list[tuple[int, int]]:
+        """(passage, folded start) of every place ``key`` occurs starting at a word start."""
+        hits = []
+        for p, (folded, _) in enumerate(self._folded):
+            at = folded.find(key)
+            while at >= 0:
+                if not _inside_word(folded, at):
+                    hits.append((p, at))
+                at = folded.find(key, at + 1)
+        return hits
+
+    def is_prefix(self, answer: str) -> bool:
+        """Can ``answer`` still grow into a span (it is the start of one at a word start)? Empty: yes."""
+        key = self._key(answer)
+        return not key or bool(self._starts(key))
+
+    def locate(self, answer: str) -> Span | None:
+        """The first span that ``answer`` is, start and end at word boundaries; None if there is none."""
+        key = self._key(answer).rstrip()
+        if not key:
+            return None
+        for p, at in self._starts(key):
+            end = at + len(key)
+            if not _inside_word(self._folded[p][0], end):
+                return self._span(p, at, end)
+        return None
+
+    def complete(self, answer: str) -> Span | None:
+        """``answer`` as a whole span: itself if it ends at a word end, else carried on to the end of the word it
+        stops inside (the first place it occurs); None if it is not the start of any span."""
+        found = self.locate(answer)
+        if found is not None:
+            return found
+        key = self._key(answer).rstrip()
+        starts = self._starts(key) if key else []
+        if not starts:
+            return None
+        p, at = starts[0]
+        folded, _ = self._folded[p]
+        end = at + len(key)
+        while _inside_word(folded, end):
+            end += 1
+        return self._span(p, at, end)
+
+    def _span(self, p: int, start: int, end: int) -> Span:
+        where = self._folded[p][1]
+        text = self.passages[p]
+        o_start, o_end = where[start], where[end - 1] + 1  # keys never start or end with a space
+        return Span(p, o_start, o_end, text[o_start:o_end])
+
+
+def generate_grounded(ctx: DecoderContext, segments: Sequence[Segment], passages: Sequence[str],
+                      params: SamplingParams, *, top_k: int = 128) -> GenerationOutput:
+    """Decode an answer that is a span of ``passages``; ``output.span`` says where.
+
+    At each step the ``top_k`` most likely tokens are tried in order (sampling: all of them, then sampled among
+    those that fit); a token fits if the answer stays the start of a span, and EOS or a stop string fits once
+    the answer is a whole span. If no token in the top ``top_k`` fits, or the token limit is reached inside a
+    word, the answer is carried on to the end of that word in the passage. An answer that never starts (nothing
+    in the first step's top ``top_k`` occurs in the passages) is empty, with ``span`` None."""
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise InvalidInputError(f"top_k must be an int >= 1, got {top_k!r}")
+    index = SpanIndex(passages)
+    decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    embed = ctx.model.get_input_embeddings()
+    device = embed.weight.device
+    ids: list[int] = []
+    finish = "length"
+    with torch.inference_mode():
+        state = _prefill(ctx, segments)
+        for step in range(params.max_new_tokens):
+            logits = state.logits
+            ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
+            cur = decode(ids)
+            whole = index.locate(cur) is not None
+            fits: list[tuple[int, str | None]] = []  # (token, finish reason if it ends the answer)
+            for tok in ranked:
+                if tok in ctx.eos_ids:
+                    ok, end = whole, "eos"
+                else:
+                    text = decode(ids + [tok])
+                    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+                    if cuts:  # the token ends the answer (with whatever it adds before the stop string)
+                        ok, end = index.locate(text[: min(cuts)]) is not None, "stop"
+                    else:
+                        ok, end = index.is_prefix(text) and bool(text.strip()), None
+                if ok:
+                    fits.append((tok, end))
+                    if params.temperature == 0:
+                        break
+            if not fits:
+                finish = "constraint"
+                break
+            if params.temperature == 0:
+                tok, end = fits[0]
+            else:
+                allowed = torch.tensor([t for t, _ in fits], device=logits.device)
+                masked = torch.full_like(logits, float("-inf"))
+                masked[allowed] = logits[allowed]
+                tok = _pick(masked, params, gen)
+                end = dict(fits)[tok]
+            if end == "eos":
+                finish = end
+                break
+            ids.append(tok)
+            if end == "stop":
+                finish = end
+                break
+            if step == params.max_new_tokens - 1:
+                break
+            _forward(ctx, state, embed(torch.tensor([[tok]], device=device)), [state.next_pos])
+            state.next_pos += 1
+    text = decode(ids)
+    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+    span = index.complete(text[: min(cuts)] if cuts else text) if ids else None
+    usage = Usage(state.prompt_tokens, state.anchors, state.context_tokens, len(ids))
+    return GenerationOutput(text=span.text if span else "", token_ids=ids, finish_reason=finish, usage=usage, span=span)
