@@ -68,7 +68,11 @@ class SpanIndex:
         if isinstance(passages, str) or not isinstance(passages, Sequence) or not passages:
             raise InvalidInputError("grounding needs a non-empty list of passage texts")
         for i, p in enumerate(passages):
+            if not isinstance(p, str):
+                raise InvalidInputError(f"passage {i} is a {type(p).__name__}, not a str")
             check_text(p, f"passage {i}")
+        if not any(p.strip() for p in passages):
+            raise InvalidInputError("grounding needs passage text to take the answer from; every passage is blank")
         self.passages = list(passages)
         self._folded = [_fold(p) for p in self.passages]
 
