@@ -205,11 +205,31 @@ class SACCompressor:
             out.append(kv)
         return out
 
-    def generate(self, prompt: str, **kwargs) -> GenerationOutput:
-        return self.model.generate(self.segments(prompt), **kwargs)
+    def passages_in(self, prompt: str) -> list[str]:
+        """The texts behind the markers of ``prompt``, in order (what grounded decoding takes answers from)."""
+        texts = []
+        for part in split_markers(prompt):
+            if not isinstance(part, str):
+                text = self.text_of(part[0])
+                if text is not None:
+                    texts.append(text)
+        return texts
 
-    def stream(self, prompt: str, **kwargs) -> Iterator[StreamPiece]:
-        return self.model.stream(self.segments(prompt), **kwargs)
+    def _ground(self, prompt: str, grounded: bool) -> dict:
+        if not grounded:
+            return {}
+        texts = self.passages_in(prompt)
+        if not texts:
+            raise InvalidInputError("grounded=True takes the answer from compressed passages; the prompt has no marker")
+        return {"ground": texts}
+
+    def generate(self, prompt: str, *, grounded: bool = False, **kwargs) -> GenerationOutput:
+        """Decode from ``prompt`` with its markers resolved. ``grounded=True``: the answer is a span of the
+        passages behind the markers (``output.span.passage`` counts them in prompt order)."""
+        return self.model.generate(self.segments(prompt), **self._ground(prompt, grounded), **kwargs)
+
+    def stream(self, prompt: str, *, grounded: bool = False, **kwargs) -> Iterator[StreamPiece]:
+        return self.model.stream(self.segments(prompt), **self._ground(prompt, grounded), **kwargs)
 
     async def agenerate(self, prompt: str, **kwargs) -> GenerationOutput:
         """:meth:`generate` in a worker thread: the event loop keeps running."""

@@ -79,6 +79,7 @@ class StreamPiece:
     finish_reason: str | None = None
     usage: Usage | None = None
     token_ids: tuple[int, ...] | None = None  # on the last piece: every generated token id (EOS excluded)
+    span: "Span | None" = None  # on the last piece of grounded decoding: where the answer lies
 
     def __str__(self) -> str:
         return self.text

@@ -50,6 +50,12 @@ logger = logging.getLogger(__name__)
 SHIPPED_DIR = Path(__file__).parent / "adapters"
 
 
+def _grounded_pieces(out: GenerationOutput) -> Iterator[StreamPiece]:
+    if out.text:
+        yield StreamPiece(out.text)
+    yield StreamPiece("", finish_reason=out.finish_reason, usage=out.usage, token_ids=tuple(out.token_ids), span=out.span)
+
+
 def shipped_adapter(ratio: int) -> Path | None:
     """The adapter shipped inside the package for the embedded model at ``ratio``, if there is one."""
     path = SHIPPED_DIR / f"gemma-3-270m-x{ratio}"
@@ -474,9 +480,14 @@ class SACModel:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
+        ground: Sequence[str] | None = None,
     ) -> Iterator[StreamPiece]:
-        """Like :meth:`generate`, yielding text pieces; the last piece carries ``usage`` and ``finish_reason``."""
+        """Like :meth:`generate`, yielding text pieces; the last piece carries ``usage`` and ``finish_reason``.
+
+        With ``ground`` the answer is known only once it is whole (it is a passage's span): one text piece."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
+        if ground is not None:
+            return _grounded_pieces(generate_grounded(self._context(), segments, ground, params))
         return stream(self._context(), segments, params)
 
     def qa_segments(self, question: str, kvs: Sequence[AnchorKV]) -> list[str | AnchorKV]:

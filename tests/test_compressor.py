@@ -457,3 +457,18 @@ def test_a_question_holding_a_marker_is_refused():
     c.check_query("Where do cats live?")  # no marker: fine
     with pytest.raises(UnknownMarkerError):
         c.check_query(f"Tell me about {marker} please")
+
+
+def test_grounded_generation_takes_spans_of_the_prompts_passages(comp):
+    texts = ["The tower was finished in 1889 by Eiffel.", "Everest is the highest mountain."]
+    passages = comp.compress(texts)
+    prompt = f"{passages[1].marker} {passages[0].marker}\nQuestion: when?\nAnswer:"
+    assert comp.passages_in(prompt) == [texts[1], texts[0]]  # prompt order
+    out = comp.generate(prompt, max_new_tokens=6, grounded=True)
+    assert out.span is not None
+    assert out.text == [texts[1], texts[0]][out.span.passage][out.span.start : out.span.end]
+    pieces = list(comp.stream(prompt, max_new_tokens=6, grounded=True))
+    assert "".join(p.text for p in pieces) == out.text and pieces[-1].span == out.span
+    assert comp.generate(prompt, max_new_tokens=6).span is None
+    with pytest.raises(InvalidInputError):
+        comp.generate("no passage here", grounded=True)

@@ -19,6 +19,11 @@ class SACParams(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: Optional[int] = Field(default=None, description="Seed for sampling.")
     stop: Optional[list[str]] = Field(default=None, description="Stop strings, never emitted.")
+    grounded: bool = Field(
+        default=False,
+        description="Extractive answers: the answer is a span of the compressed passages in the prompt "
+        "(response_metadata['span'] says which passage, counted in prompt order, and where).",
+    )
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def _gen_kwargs(self, stop: Optional[list[str]], **kwargs: Any) -> dict[str, Any]:
@@ -29,6 +34,7 @@ class SACParams(BaseModel):
             "top_p": float(kwargs.get("top_p", self.top_p)),
             "seed": kwargs.get("seed", self.seed),
             "stop": list(dict.fromkeys(stops)) or None,
+            "grounded": bool(kwargs.get("grounded", self.grounded)),
         }
 
     def _pieces(self, prompt: str, stop: Optional[list[str]], run_manager: Any, **kwargs: Any) -> Iterator[Any]:
@@ -60,5 +66,8 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     return UsageMetadata(input_tokens=inp, output_tokens=usage.generated_tokens, total_tokens=inp + usage.generated_tokens)
 
 
-def response_metadata(usage: Usage, finish_reason: Optional[str], model_name: str) -> dict[str, Any]:
-    return {"finish_reason": finish_reason, "model_name": model_name, "sac_usage": usage.to_dict()}
+def response_metadata(usage: Usage, finish_reason: Optional[str], model_name: str, span: Any = None) -> dict[str, Any]:
+    meta = {"finish_reason": finish_reason, "model_name": model_name, "sac_usage": usage.to_dict()}
+    if span is not None:  # grounded decoding: where the answer lies
+        meta["span"] = span.to_dict()
+    return meta

@@ -111,14 +111,14 @@ class ChatSAC(SACParams, BaseChatModel):
         return self._result(await self.compressor.agenerate(self._prompt(messages), **self._gen_kwargs(stop, **kwargs)))
 
     def _result(self, out: Any) -> ChatResult:
-        meta = response_metadata(out.usage, out.finish_reason, self._model_name)
+        meta = response_metadata(out.usage, out.finish_reason, self._model_name, out.span)
         msg = AIMessage(content=out.text, usage_metadata=usage_metadata(out.usage), response_metadata=meta)
         return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": out.finish_reason})])
 
     def _chunk(self, piece: Any) -> ChatGenerationChunk:
         if piece.finish_reason is None:
             return ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
-        meta = response_metadata(piece.usage, piece.finish_reason, self._model_name)
+        meta = response_metadata(piece.usage, piece.finish_reason, self._model_name, piece.span)
         msg = AIMessageChunk(content=piece.text, usage_metadata=usage_metadata(piece.usage), response_metadata=meta,
                              chunk_position="last")
         return ChatGenerationChunk(message=msg, generation_info={"finish_reason": piece.finish_reason})

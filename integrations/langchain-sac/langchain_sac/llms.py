@@ -29,7 +29,7 @@ class SACLLM(SACParams, BaseLLM):
 
     def _one(self, prompt: str, stop: Optional[list[str]], **kwargs: Any) -> Generation:
         out = self.compressor.generate(prompt, **self._gen_kwargs(stop, **kwargs))
-        info = {**response_metadata(out.usage, out.finish_reason, self._model_name), "usage": dict(usage_metadata(out.usage))}
+        info = {**response_metadata(out.usage, out.finish_reason, self._model_name, out.span), "usage": dict(usage_metadata(out.usage))}
         return Generation(text=out.text, generation_info=info)
 
     def _generate(
@@ -79,6 +79,6 @@ class SACLLM(SACParams, BaseLLM):
     def _chunk(self, piece: Any) -> GenerationChunk:
         if piece.finish_reason is None:
             return GenerationChunk(text=piece.text)
-        info = {**response_metadata(piece.usage, piece.finish_reason, self._model_name),
+        info = {**response_metadata(piece.usage, piece.finish_reason, self._model_name, piece.span),
                 "usage": dict(usage_metadata(piece.usage))}
         return GenerationChunk(text=piece.text, generation_info=info)

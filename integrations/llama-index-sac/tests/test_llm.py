@@ -177,3 +177,13 @@ def test_non_text_blocks_are_refused_not_dropped():
     msg = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="what is this?"), ImageBlock(image=b"\x89PNG....")])
     with pytest.raises(ValueError, match="text only"):
         llm.chat([msg])
+
+
+def test_grounded_complete_returns_a_span_of_the_passage(compressor, passage):
+    llm = SAC(compressor=compressor, max_tokens=6, grounded=True)
+    resp = llm.complete(f"Context: {passage.marker}\nQ: when?\nA:")
+    text = compressor.text_of(passage.marker)
+    span = resp.raw["span"]
+    assert span["passage"] == 0 and resp.text == span["text"] == text[span["start"] : span["end"]]
+    streamed = list(llm.stream_complete(f"Context: {passage.marker}\nQ: when?\nA:"))
+    assert streamed[-1].text == resp.text and streamed[-1].raw["span"] == span

@@ -205,3 +205,16 @@ async def test_async_is_real_async(compressor, monkeypatch):
     task.cancel()
     assert seen[-1] > seen[0], f"the event loop ran while streaming: {seen}"
     assert during_invoke >= 1, "the event loop ran during ainvoke"
+
+
+def test_grounded_answers_are_spans_of_the_compressed_documents(compressor, docs):
+    passages = compressor.compress([d.page_content for d in docs])
+    prompt = "Context:\n\n" + "\n\n".join(p.marker for p in passages) + "\n\nWhen was the tower finished?"
+    chat = ChatSAC(compressor=compressor, max_tokens=6, grounded=True)
+    msg = chat.invoke(prompt)
+    span = msg.response_metadata["span"]
+    assert msg.content == span["text"] == docs[span["passage"]].page_content[span["start"] : span["end"]]
+    chunks = list(chat.stream(prompt))  # one text chunk: a span is known once it is whole
+    assert "".join(c.content for c in chunks) == msg.content and chunks[-1].response_metadata["span"] == span
+    assert "span" not in ChatSAC(compressor=compressor, max_tokens=6).invoke(prompt).response_metadata
+    assert chat.invoke(prompt, grounded=False).response_metadata.get("span") is None

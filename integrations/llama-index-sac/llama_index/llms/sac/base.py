@@ -34,6 +34,7 @@ def _raw(piece_or_out: Any) -> dict:
         "usage": {"prompt_tokens": prompt, "completion_tokens": u.generated_tokens, "total_tokens": prompt + u.generated_tokens},
         "sac_usage": u.to_dict(),
         "finish_reason": piece_or_out.finish_reason,
+        **({"span": piece_or_out.span.to_dict()} if getattr(piece_or_out, "span", None) is not None else {}),
     }
 
 
@@ -49,6 +50,11 @@ class SAC(CustomLLM):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: Optional[int] = Field(default=None)
     stop: Optional[list[str]] = Field(default=None, description="Stop strings, never emitted.")
+    grounded: bool = Field(
+        default=False,
+        description="Extractive answers: the answer is a span of the compressed passages in the prompt "
+        "(raw['span'] says which passage, counted in prompt order, and where).",
+    )
     context_window: int = Field(default=8192, ge=1, description="Tokens of prompt text (markers count as text).")
     _compressor: SACCompressor = PrivateAttr()
 
@@ -99,7 +105,7 @@ class SAC(CustomLLM):
         return {"max_new_tokens": int(kwargs.get("max_tokens", self.max_tokens)),
                 "temperature": float(kwargs.get("temperature", self.temperature)),
                 "top_p": float(kwargs.get("top_p", self.top_p)), "seed": kwargs.get("seed", self.seed),
-                "stop": list(dict.fromkeys(stop)) or None}
+                "stop": list(dict.fromkeys(stop)) or None, "grounded": bool(kwargs.get("grounded", self.grounded))}
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
