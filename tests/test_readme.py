@@ -24,3 +24,6 @@ def test_readme_usage_snippet_runs(tmp_path, monkeypatch, capsys):
     assert namespace["kv2"].num_anchors == namespace["kv"].num_anchors
     assert namespace["out"].finish_reason in ("eos", "stop", "length")
     assert namespace["out"].usage.anchors == namespace["kv"].num_anchors + namespace["kvs"][1].num_anchors
+    ans = namespace["ans"]
+    passages = ["The Rhine rises ...", "Nikola Tesla (10 July 1856 ...) was ..."]
+    assert ans.span is not None and ans.text == passages[ans.span.passage][ans.span.start : ans.span.end]
