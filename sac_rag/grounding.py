@@ -2,10 +2,11 @@
 
 Extractive QA over retrieved passages wants an answer that can be pointed at: a span of one passage, with its
 offsets. Free decoding from anchor KVs often gets the right place but garbles the surface form (a name spelled
-wrong, a digit off; see docs/adapters.md, "Where the answers go wrong"). Grounded decoding keeps the model's own
-ranking of next tokens but only takes a token that keeps the answer so far a span of some passage, starting at a
-word start; it may stop only at a word end. The text is used for that string check alone: the decoder still reads
-only its segments (anchor KVs for SAC), so the ratio the method reached does not change.
+wrong, a digit off; see docs/adapters.md, "Where the answers go wrong"). Grounded decoding lets the model decide
+where the answer ends and the passages decide its words: it keeps the model's own ranking of next tokens but only
+takes a token that keeps the answer a span of some passage, starting at a word start, and ends only at a word end.
+The text is used for that string check alone: the decoder still reads only its segments (anchor KVs for SAC), so
+the ratio the method reached does not change.
 
 Matching ignores case and collapses runs of whitespace; the returned text is the passage's own span. This module
 knows strings and the decoder's step; it does not know files, stores or the encoder.
@@ -135,11 +136,13 @@ def generate_grounded(ctx: DecoderContext, segments: Sequence[Segment], passages
                       params: SamplingParams, *, top_k: int = 128) -> GenerationOutput:
     """Decode an answer that is a span of ``passages``; ``output.span`` says where.
 
-    At each step the ``top_k`` most likely tokens are tried in order (sampling: all of them, then sampled among
-    those that fit); a token fits if the answer stays the start of a span, and EOS or a stop string fits once
-    the answer is a whole span. If no token in the top ``top_k`` fits, or the token limit is reached inside a
-    word, the answer is carried on to the end of that word in the passage. An answer that never starts (nothing
-    in the first step's top ``top_k`` occurs in the passages) is empty, with ``span`` None."""
+    The model decides when the answer ends, the passages decide its words. At each step the model's own choice
+    comes first (greedy: its most likely token; sampling: a sample): if that is EOS or a stop string and the answer
+    is a whole span, the answer ends there. Otherwise it goes on with the most likely of the ``top_k`` tokens
+    (sampling: a sample among them) that keeps it the start of a span, or that makes it a whole span followed by a
+    stop string. If none fits, or the token limit is reached inside a word, the answer is carried on to the end of
+    that word in the passage. An answer that never starts (nothing in the first step's top ``top_k`` occurs in the
+    passages) is empty, with ``span`` None."""
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise InvalidInputError(f"top_k must be an int >= 1, got {top_k!r}")
     index = SpanIndex(passages)
@@ -153,41 +156,44 @@ def generate_grounded(ctx: DecoderContext, segments: Sequence[Segment], passages
         state = _prefill(ctx, segments)
         for step in range(params.max_new_tokens):
             logits = state.logits
-            ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
             cur = decode(ids)
-            whole = index.locate(cur) is not None
-            fits: list[tuple[int, str | None]] = []  # (token, finish reason if it ends the answer)
-            for tok in ranked:
+
+            def after(tok: int) -> tuple[str | None, str]:
+                """How ``tok`` would end the answer ("eos", "stop" or None), and the answer's text with it."""
                 if tok in ctx.eos_ids:
-                    ok, end = whole, "eos"
-                else:
-                    text = decode(ids + [tok])
-                    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
-                    if cuts:  # the token ends the answer (with whatever it adds before the stop string)
-                        ok, end = index.locate(text[: min(cuts)]) is not None, "stop"
-                    else:
-                        ok, end = index.is_prefix(text) and bool(text.strip()), None
-                if ok:
-                    fits.append((tok, end))
+                    return "eos", cur
+                text = decode(ids + [tok])
+                cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+                return ("stop", text[: min(cuts)]) if cuts else (None, text)
+
+            end, text = after(_pick(logits, params, gen))  # the model's own choice: does the answer end here?
+            if end and len(text) <= len(cur) and index.locate(cur) is not None:
+                finish = end
+                break
+            ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
+            fits: list[tuple[int, bool]] = []  # (token, whether the answer ends with it)
+            for tok in ranked:
+                end, text = after(tok)
+                if (end and len(text) <= len(cur)) or not text.strip():
+                    continue  # ends without adding a word (the model did not choose to end), or adds only blanks
+                if index.locate(text) is not None if end else index.is_prefix(text):
+                    fits.append((tok, end is not None))
                     if params.temperature == 0:
                         break
             if not fits:
                 finish = "constraint"
                 break
             if params.temperature == 0:
-                tok, end = fits[0]
+                tok, ends = fits[0]
             else:
                 allowed = torch.tensor([t for t, _ in fits], device=logits.device)
                 masked = torch.full_like(logits, float("-inf"))
                 masked[allowed] = logits[allowed]
                 tok = _pick(masked, params, gen)
-                end = dict(fits)[tok]
-            if end == "eos":
-                finish = end
-                break
+                ends = dict(fits)[tok]
             ids.append(tok)
-            if end == "stop":
-                finish = end
+            if ends:
+                finish = "stop"
                 break
             if step == params.max_new_tokens - 1:
                 break

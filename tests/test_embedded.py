@@ -13,7 +13,8 @@ import torch
 
 from helpers import EXACT, reference_anchor_positions
 from sac_rag import GenerationOutput, SACConfig, SACModel
-from sac_rag.generation import _prefill
+from sac_rag.generation import SamplingParams, _prefill, generate
+from sac_rag.grounding import SpanIndex
 from sac_rag.models import load_base
 from sac_rag.sac_model import shipped_adapter
 
@@ -134,3 +135,30 @@ def test_the_embedded_tokenizer_tokenizes_like_gemma_3(embedded):
 
     sac, _ = embedded
     check_embedded_tokenizer(sac.tokenizer)  # raises ModelLoadError otherwise
+
+
+def test_grounded_answers_on_the_embedded_model(embedded):
+    """Grounded answers are spans of the passage, follow the model's own tokens while those stay in a span, and
+    end only where the model itself would end (its own next token is a stop)."""
+    sac, _ = embedded
+    ctx = sac._context()
+    questions = ["Where was Marie Curie born?", "Who was her husband?", "When did she become a professor?",
+                 "What did she conduct research on?"]
+    for q in questions:
+        out = sac.answer(q, [PARAGRAPH], grounded=True, max_new_tokens=16)
+        assert out.span is not None and out.text == PARAGRAPH[out.span.start : out.span.end] and out.text.strip()
+        segments = sac.qa_segments(q, [sac.compress(PARAGRAPH)])
+        free = sac.answer(q, [PARAGRAPH], max_new_tokens=16)
+        shared = 0
+        while shared < min(len(free.token_ids), len(out.token_ids)) and free.token_ids[shared] == out.token_ids[shared]:
+            shared += 1
+        index = SpanIndex([PARAGRAPH])
+        if shared < len(out.token_ids):  # where they part, the free choice would have left every span, or ended early
+            if shared < len(free.token_ids):
+                text = sac.tokenizer.decode(free.token_ids[: shared + 1], skip_special_tokens=True)
+                assert "\n" in text or not index.is_prefix(text)
+            else:  # free decoding ended here (EOS): the answer was not yet a whole span
+                assert index.locate(sac.tokenizer.decode(out.token_ids[:shared], skip_special_tokens=True)) is None
+        if out.finish_reason in ("eos", "stop"):  # the model's own next token ends the answer
+            nxt = generate(ctx, [*segments, out.token_ids], SamplingParams(1, stop=("\n",)))
+            assert nxt.finish_reason in ("eos", "stop") and not nxt.text.strip()
