@@ -484,3 +484,15 @@ def test_report_command_reproduces_each_row():
                          "llmlingua_segment": 30}, "summary": {"adapter": "untrained"}}
     assert command(lingua) == ("sac-rag eval --data /d/squad.json --method llmlingua --ratio 15 --shots 2 "
                                "--llmlingua-segment 30 --dtype bfloat16")
+
+
+def test_report_names_and_reproduces_grounded_runs():
+    from sac_rag.evaluation.report import _method_name, command
+
+    run = {"config": {"data": "/d/squad.json", "method": "sac", "ratio": 5, "passages": 1, "shots": 0, "limit": 500,
+                      "grounded": True},
+           "summary": {"adapter": "/x/sac_rag/adapters/gemma-3-270m-x5", "dtype": "float32", "adapter_info": {"stage": "qa"}}}
+    assert command(run) == "sac-rag eval --data /d/squad.json --method sac --ratio 5 --limit 500 --grounded --dtype float32"
+    assert _method_name(run) == "sac 5x (qa), grounded [float32], 0-shot"
+    run["config"]["grounded"] = False
+    assert "grounded" not in command(run) and "grounded" not in _method_name(run)

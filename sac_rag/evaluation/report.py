@@ -255,7 +255,7 @@ def _f1_plot(largest: dict[tuple, list[dict]], out: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    label = lambda r: f"{r['config']['method']}, {r['config']['shots']}-shot"  # noqa: E731
+    label = lambda r: f"{r['config']['method']}{', grounded' if r['config'].get('grounded') else ''}, {r['config']['shots']}-shot"  # noqa: E731
     methods = sorted({label(r) for rows in panels.values() for r in rows if r["summary"].get("reached_ratio")})
     color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # a method keeps its colour in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
