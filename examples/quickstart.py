@@ -30,3 +30,7 @@ with tempfile.TemporaryDirectory() as tmp:
 for q in corpus["questions"][:4]:
     out = sac.generate(sac.qa_segments(q["question"], stored), max_new_tokens=16, stop=["\n"])
     print(f"{q['question'].strip()!r} -> {out.text.strip()!r} (gold: {q['answers'][0]!r}; usage {out.usage.to_dict()})")
+    # grounded: the answer is a span of the passages' text (they are at hand in RAG), with where it lies
+    ans = sac.generate(sac.qa_segments(q["question"], stored), max_new_tokens=16, stop=["\n"], ground=passages)
+    where = f"passage {ans.span.passage}, characters {ans.span.start}-{ans.span.end}" if ans.span else "no span"
+    print(f"   grounded -> {ans.text!r} ({where})")
