@@ -81,21 +81,24 @@ class SpanIndex:
     def _key(answer: str) -> str:
         return _fold(answer.lstrip())[0]
 
-    def _starts(self, key: str) -> list[tuple[int, int]]:
-        """(passage, folded start) of every place ``key`` occurs starting at a word start."""
+    def _starts(self, key: str, first: bool = False) -> list[tuple[int, int]]:
+        """(passage, folded start) of every place ``key`` occurs starting at a word start (``first``: the first
+        place only, the question asked for each candidate token)."""
         hits = []
         for p, (folded, _) in enumerate(self._folded):
             at = folded.find(key)
             while at >= 0:
                 if not _inside_word(folded, at):
                     hits.append((p, at))
+                    if first:
+                        return hits
                 at = folded.find(key, at + 1)
         return hits
 
     def is_prefix(self, answer: str) -> bool:
         """Can ``answer`` still grow into a span (it is the start of one at a word start)? Empty: yes."""
         key = self._key(answer)
-        return not key or bool(self._starts(key))
+        return not key or bool(self._starts(key, first=True))
 
     def locate(self, answer: str) -> Span | None:
         """The first span that ``answer`` is, start and end at word boundaries; None if there is none."""
@@ -115,7 +118,7 @@ class SpanIndex:
         if found is not None:
             return found
         key = self._key(answer).rstrip()
-        starts = self._starts(key) if key else []
+        starts = self._starts(key, first=True) if key else []
         if not starts:
             return None
         p, at = starts[0]
