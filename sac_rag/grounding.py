@@ -14,6 +14,7 @@ knows strings and the decoder's step; it does not know files, stores or the enco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -136,7 +137,7 @@ class SpanIndex:
 
 
 def generate_grounded(ctx: DecoderContext, segments: Sequence[Segment], passages: Sequence[str],
-                      params: SamplingParams, *, top_k: int = 128) -> GenerationOutput:
+                      params: SamplingParams, *, top_k: int = 128, end_bias: float = 0.0) -> GenerationOutput:
     """Decode an answer that is a span of ``passages``; ``output.span`` says where.
 
     The model decides when the answer ends, the passages decide its words. At each step the model's own choice
@@ -145,65 +146,151 @@ def generate_grounded(ctx: DecoderContext, segments: Sequence[Segment], passages
     (sampling: a sample among them) that keeps it the start of a span, or that makes it a whole span followed by a
     stop string. If none fits, or the token limit is reached inside a word, the answer is carried on to the end of
     that word in the passage. An answer that never starts (nothing in the first step's top ``top_k`` occurs in the
-    passages) is empty, with ``span`` None."""
+    passages) is empty, with ``span`` None.
+
+    ``end_bias`` is added to the logits of the ``top_k`` tokens that would end the answer (EOS, a stop string)
+    when the model's own choice is made: below 0 the answer goes on unless ending wins by that margin (longer
+    answers), above 0 it ends sooner; 0 is the model as it is."""
+    index = SpanIndex(passages)
+    _check_decoding(top_k, end_bias)
+    with torch.inference_mode():
+        state = _prefill(ctx, segments)
+        ids, finish = _decode(ctx, state, index, params, top_k, end_bias)
+    return _output(ctx, state, index, params, ids, finish)
+
+
+def _check_decoding(top_k: int, end_bias: float) -> None:
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise InvalidInputError(f"top_k must be an int >= 1, got {top_k!r}")
-    index = SpanIndex(passages)
+    if isinstance(end_bias, bool) or not isinstance(end_bias, (int, float)) or not math.isfinite(end_bias):
+        raise InvalidInputError(f"end_bias must be a finite number, got {end_bias!r}")
+
+
+def _output(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams, ids: list[int],
+            finish: str) -> GenerationOutput:
+    text = ctx.tokenizer.decode(ids, skip_special_tokens=True)
+    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+    span = index.complete(text[: min(cuts)] if cuts else text) if ids else None
+    usage = Usage(state.prompt_tokens, state.anchors, state.context_tokens, len(ids))
+    return GenerationOutput(text=span.text if span else "", token_ids=ids, finish_reason=finish, usage=usage, span=span)
+
+
+def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams, top_k: int,
+            end_bias: float) -> tuple[list[int], str]:
+    """The grounded decoding loop on a prefilled ``state`` (advanced in place): the answer's token ids and why
+    it ended."""
     decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
     embed = ctx.model.get_input_embeddings()
     device = embed.weight.device
     ids: list[int] = []
     finish = "length"
-    with torch.inference_mode():
-        state = _prefill(ctx, segments)
-        for step in range(params.max_new_tokens):
-            logits = state.logits
+    for step in range(params.max_new_tokens):
+        logits = state.logits
+        cur = decode(ids)
+
+        def after(tok: int) -> tuple[str | None, str]:
+            """How ``tok`` would end the answer ("eos", "stop" or None), and the answer's text with it."""
+            if tok in ctx.eos_ids:
+                return "eos", cur
+            text = decode(ids + [tok])
+            cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+            return ("stop", text[: min(cuts)]) if cuts else (None, text)
+
+        ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
+        own_logits = logits
+        if end_bias:  # the model's own choice, with ending made dearer (or cheaper) by end_bias
+            ending = [t for t in ranked if (lambda e, x: e is not None and len(x) <= len(cur))(*after(t))]
+            if ending:
+                own_logits = logits.clone()
+                own_logits[torch.tensor(ending, device=logits.device)] += end_bias
+        end, text = after(_pick(own_logits, params, gen))  # the model's own choice: does the answer end here?
+        if end and len(text) <= len(cur) and index.locate(cur) is not None:
+            finish = end
+            break
+        fits: list[tuple[int, bool]] = []  # (token, whether the answer ends with it)
+        for tok in ranked:
+            end, text = after(tok)
+            if (end and len(text) <= len(cur)) or not text.strip():
+                continue  # ends without adding a word (the model did not choose to end), or adds only blanks
+            if index.locate(text) is not None if end else index.is_prefix(text):
+                fits.append((tok, end is not None))
+                if params.temperature == 0:
+                    break
+        if not fits:
+            finish = "constraint"
+            break
+        if params.temperature == 0:
+            tok, ends = fits[0]
+        else:
+            allowed = torch.tensor([t for t, _ in fits], device=logits.device)
+            masked = torch.full_like(logits, float("-inf"))
+            masked[allowed] = logits[allowed]
+            tok = _pick(masked, params, gen)
+            ends = dict(fits)[tok]
+        ids.append(tok)
+        if ends:
+            finish = "stop"
+            break
+        if step == params.max_new_tokens - 1:
+            break
+        _forward(ctx, state, embed(torch.tensor([[tok]], device=device)), [state.next_pos])
+        state.next_pos += 1
+    return ids, finish
+
+
+def _beam_decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams, top_k: int, width: int,
+                 end_bias: float = 0.0) -> tuple[list[int], str]:
+    """Grounded beam search: the span (and its end) with the highest summed log-probability that ``width``
+    hypotheses find; ending costs the log-probability of the likeliest ending token (plus ``end_bias``).
+    Greedy only; ``state`` is copied for each hypothesis and left as it was."""
+    import copy
+
+    decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    embed = ctx.model.get_input_embeddings()
+    device = embed.weight.device
+    beams: list[tuple[float, list[int], object]] = [(0.0, [], state)]
+    done: list[tuple[float, list[int], str]] = []
+    for step in range(params.max_new_tokens):
+        cands: list[tuple[float, list[int], object, bool]] = []
+        for score, ids, st in beams:
+            logp = torch.log_softmax(st.logits.float(), dim=-1)
             cur = decode(ids)
-
-            def after(tok: int) -> tuple[str | None, str]:
-                """How ``tok`` would end the answer ("eos", "stop" or None), and the answer's text with it."""
+            whole = bool(ids) and index.locate(cur) is not None
+            ended = not whole
+            n = 0
+            for tok in torch.topk(logp, min(top_k, logp.shape[-1])).indices.tolist():
                 if tok in ctx.eos_ids:
-                    return "eos", cur
-                text = decode(ids + [tok])
-                cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
-                return ("stop", text[: min(cuts)]) if cuts else (None, text)
-
-            end, text = after(_pick(logits, params, gen))  # the model's own choice: does the answer end here?
-            if end and len(text) <= len(cur) and index.locate(cur) is not None:
-                finish = end
-                break
-            ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
-            fits: list[tuple[int, bool]] = []  # (token, whether the answer ends with it)
-            for tok in ranked:
-                end, text = after(tok)
-                if (end and len(text) <= len(cur)) or not text.strip():
-                    continue  # ends without adding a word (the model did not choose to end), or adds only blanks
-                if index.locate(text) is not None if end else index.is_prefix(text):
-                    fits.append((tok, end is not None))
-                    if params.temperature == 0:
-                        break
-            if not fits:
-                finish = "constraint"
-                break
-            if params.temperature == 0:
-                tok, ends = fits[0]
-            else:
-                allowed = torch.tensor([t for t, _ in fits], device=logits.device)
-                masked = torch.full_like(logits, float("-inf"))
-                masked[allowed] = logits[allowed]
-                tok = _pick(masked, params, gen)
-                ends = dict(fits)[tok]
-            ids.append(tok)
+                    end, text = "eos", cur
+                else:
+                    text = decode(ids + [tok])
+                    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+                    end, text = ("stop", text[: min(cuts)]) if cuts else (None, text)
+                if end and len(text) <= len(cur):
+                    if not ended:
+                        done.append((score + float(logp[tok]) + end_bias, ids, end))
+                        ended = True
+                elif n < width and text.strip() and (index.locate(text) is not None if end else index.is_prefix(text)):
+                    cands.append((score + float(logp[tok]), ids + [tok], st, end is not None))
+                    n += 1
+                if ended and n >= width:
+                    break
+        cands.sort(key=lambda c: -c[0])
+        beams = []
+        for score, ids, st, ends in cands[:width]:
             if ends:
-                finish = "stop"
-                break
-            if step == params.max_new_tokens - 1:
-                break
-            _forward(ctx, state, embed(torch.tensor([[tok]], device=device)), [state.next_pos])
-            state.next_pos += 1
-    text = decode(ids)
-    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
-    span = index.complete(text[: min(cuts)] if cuts else text) if ids else None
-    usage = Usage(state.prompt_tokens, state.anchors, state.context_tokens, len(ids))
-    return GenerationOutput(text=span.text if span else "", token_ids=ids, finish_reason=finish, usage=usage, span=span)
+                done.append((score, ids, "stop"))
+            elif step == params.max_new_tokens - 1:
+                done.append((score, ids, "length"))
+            else:
+                nxt = copy.deepcopy(st)
+                _forward(ctx, nxt, embed(torch.tensor([[ids[-1]]], device=device)), [nxt.next_pos])
+                nxt.next_pos += 1
+                beams.append((score, ids, nxt))
+        best_done = max((d[0] for d in done), default=float("-inf"))
+        if not beams or best_done >= max(b[0] for b in beams):  # scores only fall as answers grow
+            break
+    if not done:
+        return [], "constraint"
+    score, ids, finish = max(done, key=lambda d: d[0])
+    return ids, finish

@@ -141,3 +141,44 @@ def test_eval_grounded_records_spans(make_sac, tmp_path, train_data):
     assert all("span" not in r for r in plain["records"])
     with pytest.raises(InvalidInputError):
         EvalConfig(data=train_data, method="closed-book", grounded=True)
+
+
+# ---- end_bias -------------------------------------------------------------------------------
+
+
+def test_end_bias_zero_is_the_default_rule(make_sac, arch):
+    sac = make_sac(arch, seed=1, ratio=5)
+    kvs = sac.compress_batch(PASSAGES)
+    segs = [*kvs, QUESTION]
+    params = SamplingParams(10, stop=("\n",))
+    a = generate_grounded(sac._context(), segs, PASSAGES, params, top_k=259)
+    b = generate_grounded(sac._context(), segs, PASSAGES, params, top_k=259, end_bias=0.0)
+    assert a == b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_end_bias_moves_where_the_answer_ends(make_sac, seed):
+    """A huge positive bias ends the answer at the first word end where any ending token is in the top k (here
+    the whole vocabulary); a huge negative one never lets the model's own choice end it."""
+    sac = make_sac("gemma3", seed=seed, ratio=5)
+    kvs = sac.compress_batch(PASSAGES)
+    segs = [*kvs, QUESTION]
+    ctx = sac._context()
+    index = SpanIndex(PASSAGES)
+    soon = generate_grounded(ctx, segs, PASSAGES, SamplingParams(10), top_k=259, end_bias=1e9)
+    if soon.finish_reason == "eos":
+        prefixes = [sac.tokenizer.decode(soon.token_ids[:n], skip_special_tokens=True) for n in range(1, len(soon.token_ids))]
+        assert all(index.locate(p) is None for p in prefixes), "it could have ended earlier"
+        assert index.locate(sac.tokenizer.decode(soon.token_ids, skip_special_tokens=True)) is not None
+    else:  # no prefix was ever a whole span before the limit or the constraint
+        assert soon.finish_reason in ("length", "constraint")
+    late = generate_grounded(ctx, segs, PASSAGES, SamplingParams(10), top_k=259, end_bias=-1e9)
+    assert late.finish_reason in ("length", "constraint")  # no stop strings: only the model's choice could end it
+    assert len(late.token_ids) >= len(soon.token_ids)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1", True, None])
+def test_bad_end_bias_is_refused(make_sac, bad):
+    sac = make_sac("llama", seed=0, ratio=5)
+    with pytest.raises(InvalidInputError):
+        generate_grounded(sac._context(), [QUESTION], PASSAGES, SamplingParams(4), end_bias=bad)
