@@ -77,6 +77,7 @@ class SpanIndex:
             raise InvalidInputError("grounding needs passage text to take the answer from; every passage is blank")
         self.passages = list(passages)
         self._folded = [_fold(p) for p in self.passages]
+        self.only: set[int] | None = None  # if set, spans come from these passages alone
 
     @staticmethod
     def _key(answer: str) -> str:
@@ -87,6 +88,8 @@ class SpanIndex:
         place only, the question asked for each candidate token)."""
         hits = []
         for p, (folded, _) in enumerate(self._folded):
+            if self.only is not None and p not in self.only:
+                continue
             at = folded.find(key)
             while at >= 0:
                 if not _inside_word(folded, at):
@@ -95,6 +98,11 @@ class SpanIndex:
                         return hits
                 at = folded.find(key, at + 1)
         return hits
+
+    def passages_starting(self, answer: str) -> set[int]:
+        """The passages in which ``answer`` is the start of a span."""
+        key = self._key(answer)
+        return {p for p, _ in self._starts(key)} if key else set()
 
     def is_prefix(self, answer: str) -> bool:
         """Can ``answer`` still grow into a span (it is the start of one at a word start)? Empty: yes."""
@@ -294,3 +302,20 @@ def _beam_decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingP
         return [], "constraint"
     score, ids, finish = max(done, key=lambda d: d[0])
     return ids, finish
+
+
+def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> int:
+    """The passage whose span starts get the most probability among the first step's ``top_k`` tokens (a token
+    that starts spans in several passages counts for each)."""
+    probs = torch.softmax(state.logits.float(), dim=-1)
+    top = torch.topk(probs, min(top_k, probs.shape[-1]))
+    mass = [0.0] * len(index.passages)
+    for p, tok in zip(top.values.tolist(), top.indices.tolist()):
+        if tok in ctx.eos_ids:
+            continue
+        text = ctx.tokenizer.decode([tok], skip_special_tokens=True)
+        if not text.strip():
+            continue
+        for i in index.passages_starting(text):
+            mass[i] += p
+    return max(range(len(mass)), key=lambda i: mass[i])
