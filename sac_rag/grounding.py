@@ -184,9 +184,10 @@ def _output(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
 
 
 def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams, top_k: int,
-            end_bias: float) -> tuple[list[int], str]:
+            end_bias: float, logps: list[float] | None = None) -> tuple[list[int], str]:
     """The grounded decoding loop on a prefilled ``state`` (advanced in place): the answer's token ids and why
-    it ended."""
+    it ended. ``logps``, if given, receives each taken token's log-probability under the model, and the
+    ending token's when the model chose to end."""
     decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
     embed = ctx.model.get_input_embeddings()
@@ -212,9 +213,12 @@ def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
             if ending:
                 own_logits = logits.clone()
                 own_logits[torch.tensor(ending, device=logits.device)] += end_bias
-        end, text = after(_pick(own_logits, params, gen))  # the model's own choice: does the answer end here?
+        own = _pick(own_logits, params, gen)
+        end, text = after(own)  # the model's own choice: does the answer end here?
         if end and len(text) <= len(cur) and index.locate(cur) is not None:
             finish = end
+            if logps is not None:
+                logps.append(float(torch.log_softmax(logits.float(), -1)[own]))
             break
         fits: list[tuple[int, bool]] = []  # (token, whether the answer ends with it)
         for tok in ranked:
@@ -237,6 +241,8 @@ def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
             tok = _pick(masked, params, gen)
             ends = dict(fits)[tok]
         ids.append(tok)
+        if logps is not None:
+            logps.append(float(torch.log_softmax(logits.float(), -1)[tok]))
         if ends:
             finish = "stop"
             break
@@ -304,9 +310,9 @@ def _beam_decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingP
     return ids, finish
 
 
-def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> int:
-    """The passage whose span starts get the most probability among the first step's ``top_k`` tokens (a token
-    that starts spans in several passages counts for each)."""
+def _passage_masses(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> list[float]:
+    """Each passage's probability among the first step's ``top_k`` tokens that start a span in it (a token that
+    starts spans in several passages counts for each)."""
     probs = torch.softmax(state.logits.float(), dim=-1)
     top = torch.topk(probs, min(top_k, probs.shape[-1]))
     mass = [0.0] * len(index.passages)
@@ -318,4 +324,10 @@ def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -
             continue
         for i in index.passages_starting(text):
             mass[i] += p
+    return mass
+
+
+def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> int:
+    """The passage whose span starts get the most probability among the first step's ``top_k`` tokens."""
+    mass = _passage_masses(ctx, state, index, top_k)
     return max(range(len(mass)), key=lambda i: mass[i])
