@@ -144,7 +144,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
                      passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed,
-                     llmlingua_segment=args.llmlingua_segment, grounded=args.grounded)
+                     llmlingua_segment=args.llmlingua_segment, grounded=args.grounded or args.pick_passage,
+                     pick_passage=args.pick_passage)
     if args.method == "full-ft" and not args.adapter:
         raise SystemExit("--method full-ft needs --adapter (a run of: sac-rag train --method full-ft)")
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grounded", action="store_true",
                    help="the answer must be a span of the question's passages (their text filters next tokens only)")
+    p.add_argument("--pick-passage", action="store_true",
+                   help="grounded, two-stage: pick the passage the decoder points at reading all of them, then answer "
+                        "from it read alone (implies --grounded; the picked passage's second read is counted)")
     p.add_argument("--json", default=None, help="write per-item records and the summary here")
     p.add_argument("--reuse", default=None, metavar="JSON",
                    help="an earlier --json of the same run with a smaller --limit: keep its answers, run only the rest")

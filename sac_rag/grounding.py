@@ -23,7 +23,7 @@ import torch
 from .errors import InvalidInputError, check_text
 from .generation import DecoderContext, GenerationOutput, SamplingParams, Segment, Usage, _forward, _pick, _prefill
 
-__all__ = ["Span", "SpanIndex", "generate_grounded"]
+__all__ = ["Span", "SpanIndex", "generate_grounded", "generate_grounded_picked"]
 
 @dataclass(frozen=True)
 class Span:
@@ -331,3 +331,32 @@ def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -
     """The passage whose span starts get the most probability among the first step's ``top_k`` tokens."""
     mass = _passage_masses(ctx, state, index, top_k)
     return max(range(len(mass)), key=lambda i: mass[i])
+
+
+def generate_grounded_picked(ctx: DecoderContext, segments: Sequence[Segment], passages: Sequence[str],
+                             alone: Sequence[Sequence[Segment]], params: SamplingParams, *, top_k: int = 128,
+                             end_bias: float = 0.0) -> GenerationOutput:
+    """Two-stage grounded decoding over several passages: pick one, then answer from it read alone.
+
+    ``segments`` read all ``passages`` together; ``alone[i]`` reads passage ``i`` by itself (for SAC: its anchor KV
+    and the question). The decoder reads ``segments`` once, and the passage whose span starts get the most
+    probability among its first step's ``top_k`` tokens is picked; the answer is then decoded from ``alone[pick]``,
+    grounded in that passage (``output.span.passage`` is its index in ``passages``). The decoder reads the picked
+    passage twice, and ``output.usage`` counts both reads; ``context_tokens`` counts each passage once."""
+    return _generate_picked(ctx, segments, passages, alone, params, top_k, end_bias)[0]
+
+
+def _generate_picked(ctx, segments, passages, alone, params, top_k, end_bias) -> tuple[GenerationOutput, int]:
+    index = SpanIndex(passages)
+    _check_decoding(top_k, end_bias)
+    if isinstance(alone, (str, bytes)) or not isinstance(alone, Sequence) or len(alone) != len(index.passages):
+        raise InvalidInputError(f"alone must hold one prompt per passage ({len(index.passages)})")
+    with torch.inference_mode():
+        joint = _prefill(ctx, segments)
+        pick = _passage_by_mass(ctx, joint, index, top_k)
+        index.only = {pick}
+        state = _prefill(ctx, alone[pick])
+        ids, finish = _decode(ctx, state, index, params, top_k, end_bias)
+    out = _output(ctx, state, index, params, ids, finish)
+    usage = Usage(joint.prompt_tokens + state.prompt_tokens, joint.anchors + state.anchors, joint.context_tokens, len(ids))
+    return GenerationOutput(out.text, out.token_ids, out.finish_reason, usage, out.span), pick

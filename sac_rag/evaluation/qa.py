@@ -36,7 +36,7 @@ import torch
 
 from ..config import QA_TEMPLATE
 from ..generation import SamplingParams, generate
-from ..grounding import generate_grounded
+from ..grounding import _generate_picked, generate_grounded
 from ..errors import InvalidInputError
 from ..training.data import QAExample, load_examples
 from .metrics import score
@@ -61,6 +61,7 @@ class EvalConfig:
     max_new_tokens: int = 24
     llmlingua_segment: int = 200  # LLMLingua's iterative_size; its default is 200 (see llmlingua_baseline)
     grounded: bool = False  # the answer must be a span of the question's passages (sac_rag.grounding)
+    pick_passage: bool = False  # grounded, two-stage: pick a passage reading all, answer from it read alone
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -71,6 +72,10 @@ class EvalConfig:
             raise InvalidInputError("llmlingua_segment must be >= 1")
         if self.grounded and self.method == "closed-book":
             raise InvalidInputError("grounded decoding takes the answer from the passages; closed-book has none")
+        if self.pick_passage and not self.grounded:
+            raise InvalidInputError("pick_passage is a way of grounded decoding: set grounded too")
+        if self.pick_passage and self.method == "llmlingua":
+            raise InvalidInputError("pick_passage reads each passage alone; llmlingua compresses them together")
 
 
 def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
@@ -141,6 +146,21 @@ def _segments(sac, method: str, question: str, passages: list[str], shots: list[
         read += len(ids)
         texts.append(sac.tokenizer.decode(ids))
     return [*segs, "".join(t if t.endswith("\n") else t + "\n" for t in texts).rstrip("\n") + q], read
+
+
+def _alone(sac, method: str, question: str, passages: list[str], shots: list[dict], ratio: int, joint: list):
+    """For two-stage grounding: the prompt that reads each passage by itself, and the tokens each one reads. SAC
+    reuses the passages' anchor KVs from ``joint`` (the last KVs before the question), so nothing is compressed
+    twice."""
+    if method == "sac":
+        kvs, q = joint[-len(passages) - 1 : -1], joint[-1]
+        return [[*joint[: -len(passages) - 1], kv, q] for kv in kvs], [kv.num_anchors for kv in kvs]
+    prompts, reads = [], []
+    for p in passages:
+        segs, read = _segments(sac, method, question, [p], shots, ratio)
+        prompts.append(segs)
+        reads.append(read)
+    return prompts, reads
 
 
 def _adapter_of(sac) -> str:
@@ -222,7 +242,14 @@ def evaluate(sac, cfg: EvalConfig, *, out: str | Path | None = None, progress: b
         if cfg.method == "full-ft":  # the fine-tuned reader: generate with the LoRA on
             ctx.decoder_mode = sac.encoder_mode
         # grounded: the answer is a span of the passages' text (all methods take it from the same passages)
-        result = generate_grounded(ctx, segs, passages, params) if cfg.grounded else generate(ctx, segs, params)
+        if cfg.pick_passage:
+            alone, alone_read = _alone(sac, method, e.question, passages, shots, cfg.ratio, segs)
+            result, pick = _generate_picked(ctx, segs, passages, alone, params, 128, 0.0)
+            read += alone_read[pick]  # the picked passage is read a second time, alone
+        elif cfg.grounded:
+            result = generate_grounded(ctx, segs, passages, params)
+        else:
+            result = generate(ctx, segs, params)
         pred = result.text.strip()
         context_tokens = sum(len(sac.tokenize(sac.config.template + p)) for p in passages)
         records.append({

@@ -50,7 +50,7 @@ def _method_name(r: dict, dtype: bool = True) -> str:
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
     if cfg.get("grounded"):
-        name += ", grounded"
+        name += ", grounded" + (" in a picked passage" if cfg.get("pick_passage") else "")
     if dtype and _other_dtype(r):
         name += f" [{_other_dtype(r)}]"
     return name + f", {cfg['shots']}-shot"
@@ -112,7 +112,9 @@ def command(r: dict) -> str:
         parts.append(f"--offset {cfg['offset']}")
     if cfg.get("seed"):
         parts.append(f"--seed {cfg['seed']}")
-    if cfg.get("grounded"):
+    if cfg.get("pick_passage"):
+        parts.append("--pick-passage")
+    elif cfg.get("grounded"):
         parts.append("--grounded")
     parts.append(f"--dtype {recorded_dtype(r['summary'])}")  # auto differs by CPU
     return " ".join(parts)
@@ -255,7 +257,7 @@ def _f1_plot(largest: dict[tuple, list[dict]], out: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    label = lambda r: f"{r['config']['method']}{', grounded' if r['config'].get('grounded') else ''}, {r['config']['shots']}-shot"  # noqa: E731
+    label = lambda r: f"{r['config']['method']}{', grounded' if r['config'].get('grounded') else ''}{' in a picked passage' if r['config'].get('pick_passage') else ''}, {r['config']['shots']}-shot"  # noqa: E731
     methods = sorted({label(r) for rows in panels.values() for r in rows if r["summary"].get("reached_ratio")})
     color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # a method keeps its colour in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
