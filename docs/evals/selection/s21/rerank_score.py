@@ -19,7 +19,7 @@ def stats(d):
     return 100 * m, 100 * sd / math.sqrt(len(d))
 
 
-pooled = {r: [] for r in [*RULES, "gold passage alone", "best possible"]}
+pooled = {r: [] for r in [*RULES, "two-stage", "gold passage alone", "best possible"]}
 for s, name in (("sqr", "SQuAD among 4 distractors"), ("nqr", "NQ-open among 4 distractors")):
     f = here / f"rerank_{method}_{s}.json"
     if not f.exists():
@@ -32,6 +32,17 @@ for s, name in (("sqr", "SQuAD among 4 distractors"), ("nqr", "NQ-open among 4 d
         picked_gold = sum(r["per_passage"].index(max(r["per_passage"], key=key)) == r["gold"] for r in recs)
         pooled[rule] += d
         print(f"  {rule}: {stats(d)[0]:+.2f} [{stats(d)[1]:.2f}], picks the gold passage {picked_gold}")
+    # two-stage: the passage with the most first-token mass reading all (rerank.py's "mass", or for the SQuAD run,
+    # which predates it, passage.py's pick on the same questions), answered from alone
+    picks = {r["id"]: max(range(5), key=lambda i: r["mass"][i]) for r in recs if "mass" in r}
+    pf = here / f"passage_{method}_{s}.json"
+    if pf.exists():
+        for r in json.loads(pf.read_text())["records"]:
+            picks.setdefault(r["id"], r["mass"]["passage"])
+    if all(r["id"] in picks for r in recs):
+        d = [r["per_passage"][picks[r["id"]]]["f1"] - base[r["id"]] for r in recs]
+        pooled["two-stage"] += d
+        print(f"  two-stage: {stats(d)[0]:+.2f} [{stats(d)[1]:.2f}], picks the gold passage {sum(picks[r['id']] == r['gold'] for r in recs)}")
     for rule, pick in (("gold passage alone", lambda r: r["per_passage"][r["gold"]]["f1"]),
                        ("best possible", lambda r: max(a["f1"] for a in r["per_passage"]))):
         d = [pick(r) - base[r["id"]] for r in recs]
