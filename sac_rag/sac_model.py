@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 SHIPPED_DIR = Path(__file__).parent / "adapters"
 
 
+def _no_end_bias(end_bias) -> None:
+    if end_bias != 0:
+        raise InvalidInputError("end_bias applies to grounded decoding only: pass ground=[passage texts] too")
+
+
 def _grounded_pieces(out: GenerationOutput) -> Iterator[StreamPiece]:
     if out.text:
         yield StreamPiece(out.text)
@@ -461,14 +466,18 @@ class SACModel:
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
         ground: Sequence[str] | None = None,
+        end_bias: float = 0.0,
     ) -> GenerationOutput:
         """Decode from text segments and AnchorKVs, in order, with the frozen base model.
 
         ``ground``: passage texts the answer must be a span of (extractive QA; see :mod:`sac_rag.grounding`);
-        the output's ``span`` says which passage and where. The decoder still reads only ``segments``."""
+        the output's ``span`` says which passage and where. The decoder still reads only ``segments``.
+        ``end_bias`` (grounded only): added to the logits of ending when the model chooses whether to end;
+        below 0, longer answers."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
         if ground is not None:
-            return generate_grounded(self._context(), segments, ground, params)
+            return generate_grounded(self._context(), segments, ground, params, end_bias=end_bias)
+        _no_end_bias(end_bias)
         return generate(self._context(), segments, params)
 
     def stream(
@@ -481,13 +490,15 @@ class SACModel:
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
         ground: Sequence[str] | None = None,
+        end_bias: float = 0.0,
     ) -> Iterator[StreamPiece]:
         """Like :meth:`generate`, yielding text pieces; the last piece carries ``usage`` and ``finish_reason``.
 
         With ``ground`` the answer is known only once it is whole (it is a passage's span): one text piece."""
         params = SamplingParams(max_new_tokens, temperature, top_p, seed, stop or ())
         if ground is not None:
-            return _grounded_pieces(generate_grounded(self._context(), segments, ground, params))
+            return _grounded_pieces(generate_grounded(self._context(), segments, ground, params, end_bias=end_bias))
+        _no_end_bias(end_bias)
         return stream(self._context(), segments, params)
 
     def qa_segments(self, question: str, kvs: Sequence[AnchorKV]) -> list[str | AnchorKV]:

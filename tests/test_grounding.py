@@ -229,3 +229,19 @@ def test_eval_pick_passage_counts_the_second_read(make_sac, tmp_path, train_data
         EvalConfig(data=train_data, pick_passage=True)  # not grounded
     with pytest.raises(InvalidInputError):
         EvalConfig(data=train_data, method="llmlingua", grounded=True, pick_passage=True)
+
+
+def test_end_bias_on_the_model_api(make_sac):
+    sac = make_sac("gemma3", seed=1, ratio=5)
+    kvs = sac.compress_batch(PASSAGES)
+    direct = generate_grounded(sac._context(), [*kvs, QUESTION], PASSAGES, SamplingParams(10), end_bias=-1e9)
+    via = sac.generate([*kvs, QUESTION], max_new_tokens=10, ground=PASSAGES, end_bias=-1e9)
+    assert via.token_ids == direct.token_ids and via.span == direct.span
+    pieces = list(sac.stream([*kvs, QUESTION], max_new_tokens=10, ground=PASSAGES, end_bias=-1e9))
+    assert "".join(p.text for p in pieces) == direct.text
+    answered = sac.answer("who built the coil?", PASSAGES, grounded=True, end_bias=-1.0, max_new_tokens=8)
+    assert answered.span is None or answered.text == PASSAGES[answered.span.passage][answered.span.start : answered.span.end]
+    with pytest.raises(InvalidInputError):
+        sac.generate([*kvs, QUESTION], max_new_tokens=4, end_bias=-1.0)  # free decoding has no end_bias
+    with pytest.raises(InvalidInputError):
+        sac.answer("who built the coil?", PASSAGES, end_bias=-1.0)
