@@ -4,30 +4,19 @@ Usage: passage.py METHOD DATA PASSAGES OUT.json (float32, one thread)."""
 import json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
-from sac_rag import SACModel
-from sac_rag.generation import SamplingParams, _prefill
+from sac_rag.generation import _prefill
 from sac_rag.grounding import SpanIndex, _decode, _output, _passage_by_mass
-from sac_rag.evaluation.qa import EvalConfig, select_examples, _segments
 from sac_rag.evaluation.metrics import score
+
+from common import prompt, setup
 
 method, data, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 limit = int(sys.argv[5]) if len(sys.argv) > 5 else 200
-torch.set_num_threads(1)
-S = "/work/shared/data"
-FT = "/root/.cache/sac-rag/runs/full-ft-qa/latest/adapter"
-if data == "sq":
-    cfg = EvalConfig(data=f"{S}/squad/squad-v1.1-dev-part2.json", passages=k, offset=3100, limit=limit)
-else:
-    cfg = EvalConfig(data=f"{S}/nq_open/nq-open-oracle.jsonl.gz", fmt="nq", parity="odd", passages=k, offset=700, limit=limit)
-sac = SACModel.from_pretrained(adapter=FT if method == "full-ft" else "auto", ratio=5, dtype="float32", device="cpu")
-params = SamplingParams(24, stop=("\n",))
+sac, cfg, items, params = setup(method, data, k, limit)
 records = []
 t0 = time.time()
-for n, (e, passages) in enumerate(select_examples(cfg)):
-    segs, _ = _segments(sac, "full" if method == "full-ft" else "sac", e.question, passages, [], 5)
-    ctx = sac._context()
-    if method == "full-ft":
-        ctx.decoder_mode = sac.encoder_mode
+for n, (e, passages) in enumerate(items):
+    ctx, segs = prompt(sac, method, e.question, passages)
     index = SpanIndex(passages)
     rec = {"id": e.id, "answers": list(e.answers), "gold": passages.index(e.passages[0])}
     with torch.inference_mode():
