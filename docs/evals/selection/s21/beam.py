@@ -3,12 +3,11 @@ Usage: beam.py METHOD DATA PASSAGES OUT.json (float32, one thread)."""
 import json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
-from sac_rag.generation import _prefill
 from sac_rag.generation import _forward
-from sac_rag.grounding import SpanIndex, _output
+from sac_rag.grounding import _output
 from sac_rag.evaluation.metrics import score
 
-from common import prompt, setup
+from common import questions
 
 
 def _beam_decode(ctx, state, index, params, top_k: int, width: int,
@@ -71,16 +70,11 @@ def _beam_decode(ctx, state, index, params, top_k: int, width: int,
 
 WIDTHS = (4,)
 method, data, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-limit = int(sys.argv[5]) if len(sys.argv) > 5 else 200
-sac, cfg, items, params = setup(method, data, k, limit)
 records = []
 t0 = time.time()
-for n, (e, passages) in enumerate(items):
-    ctx, segs = prompt(sac, method, e.question, passages)
-    index = SpanIndex(passages)
+for n, e, passages, ctx, state, index, params in questions(sys.argv):
     rec = {"id": e.id, "answers": list(e.answers)}
     with torch.inference_mode():
-        state = _prefill(ctx, segs)
         for w in WIDTHS:
             ids, finish = _beam_decode(ctx, state, index, params, 128, w)
             o = _output(ctx, state, index, params, ids, finish)
@@ -90,4 +84,4 @@ for n, (e, passages) in enumerate(items):
         print(n + 1, f"{time.time() - t0:.0f}s", {f"beam{w}": round(100 * sum(r[f"beam{w}"]["f1"] for r in records) / len(records), 2) for w in WIDTHS}, flush=True)
 summary = {f"beam{w}": {m: round(100 * sum(r[f"beam{w}"][m] for r in records) / len(records), 2) for m in ("em", "f1")} for w in WIDTHS}
 print(summary)
-json.dump({"method": method, "data": cfg.data, "passages": k, "summary": summary, "records": records}, open(out, "w"), indent=1, ensure_ascii=False)
+json.dump({"method": method, "data": sys.argv[2], "passages": k, "summary": summary, "records": records}, open(out, "w"), indent=1, ensure_ascii=False)

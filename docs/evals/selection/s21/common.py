@@ -29,3 +29,18 @@ def prompt(sac, method: str, question: str, passages: list[str]):
     if method == "full-ft":
         ctx.decoder_mode = sac.encoder_mode
     return ctx, segs
+
+
+def questions(argv: list[str], limit: int = 200):
+    """For ``argv`` = [script, METHOD, DATA, PASSAGES, OUT, (LIMIT)]: yield, per question, (n, example, passages,
+    decoder context, the prompt prefilled, a SpanIndex of the passages, sampling params)."""
+    from sac_rag.generation import _prefill
+    from sac_rag.grounding import SpanIndex
+
+    method, data, k = argv[1], argv[2], int(argv[3])
+    sac, _, items, params = setup(method, data, k, int(argv[5]) if len(argv) > 5 else limit)
+    for n, (e, passages) in enumerate(items):
+        ctx, segs = prompt(sac, method, e.question, passages)
+        with torch.inference_mode():
+            state = _prefill(ctx, segs)
+        yield n, e, passages, ctx, state, SpanIndex(passages), params

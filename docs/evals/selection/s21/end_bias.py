@@ -6,23 +6,18 @@ variants differ only in decoding. Usage: end_bias.py METHOD(sac|full-ft) DATA(sq
 import copy, json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
-from sac_rag.generation import _prefill
-from sac_rag.grounding import SpanIndex, _decode, _output
+from sac_rag.grounding import _decode, _output
 from sac_rag.evaluation.metrics import score
 
-from common import prompt, setup
+from common import questions
 
 BIASES = (0.0, -1.0, -2.0, -4.0)
 method, data, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-sac, cfg, items, params = setup(method, data, k, 200)
 records = []
 t0 = time.time()
-for n, (e, passages) in enumerate(items):
-    ctx, segs = prompt(sac, method, e.question, passages)
-    index = SpanIndex(passages)
+for n, e, passages, ctx, state, index, params in questions(sys.argv):
     rec = {"id": e.id, "answers": list(e.answers)}
     with torch.inference_mode():
-        state = _prefill(ctx, segs)
         for b in BIASES:
             st = copy.deepcopy(state)
             ids, finish = _decode(ctx, st, index, params, 128, b)
@@ -33,5 +28,5 @@ for n, (e, passages) in enumerate(items):
         print(n + 1, f"{time.time() - t0:.0f}s", {str(b): round(100 * sum(r[str(b)]["f1"] for r in records) / len(records), 2) for b in BIASES}, flush=True)
 summary = {str(b): {m: round(100 * sum(r[str(b)][m] for r in records) / len(records), 2) for m in ("em", "f1")} for b in BIASES}
 print(summary)
-json.dump({"method": method, "data": cfg.data, "passages": k, "offset": cfg.offset, "limit": cfg.limit,
+json.dump({"method": method, "data": sys.argv[2], "passages": k, "offset": (3100 if sys.argv[2] == 'sq' else 700), "limit": len(records),
            "biases": BIASES, "summary": summary, "records": records}, open(out, "w"), indent=1, ensure_ascii=False)

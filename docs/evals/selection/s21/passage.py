@@ -4,23 +4,17 @@ Usage: passage.py METHOD DATA PASSAGES OUT.json (float32, one thread)."""
 import json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
-from sac_rag.generation import _prefill
-from sac_rag.grounding import SpanIndex, _decode, _output, _passage_by_mass
+from sac_rag.grounding import _decode, _output, _passage_by_mass
 from sac_rag.evaluation.metrics import score
 
-from common import prompt, setup
+from common import questions
 
 method, data, k, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-limit = int(sys.argv[5]) if len(sys.argv) > 5 else 200
-sac, cfg, items, params = setup(method, data, k, limit)
 records = []
 t0 = time.time()
-for n, (e, passages) in enumerate(items):
-    ctx, segs = prompt(sac, method, e.question, passages)
-    index = SpanIndex(passages)
+for n, e, passages, ctx, state, index, params in questions(sys.argv):
     rec = {"id": e.id, "answers": list(e.answers), "gold": passages.index(e.passages[0])}
     with torch.inference_mode():
-        state = _prefill(ctx, segs)
         index.only = {_passage_by_mass(ctx, state, index, 128)}
         ids, finish = _decode(ctx, state, index, params, 128, 0.0)
         o = _output(ctx, state, index, params, ids, finish)
@@ -32,4 +26,4 @@ for n, (e, passages) in enumerate(items):
 summary = {"mass": {m: round(100 * sum(r["mass"][m] for r in records) / len(records), 2) for m in ("em", "f1")},
            "picked_gold": sum(r["mass"]["passage"] == r["gold"] for r in records)}
 print(summary)
-json.dump({"method": method, "data": cfg.data, "passages": k, "summary": summary, "records": records}, open(out, "w"), indent=1, ensure_ascii=False)
+json.dump({"method": method, "data": sys.argv[2], "passages": k, "summary": summary, "records": records}, open(out, "w"), indent=1, ensure_ascii=False)
