@@ -6,7 +6,10 @@ wrong, a digit off; see docs/adapters.md, "Where the answers go wrong"). Grounde
 where the answer ends and the passages decide its words: it keeps the model's own ranking of next tokens but only
 takes a token that keeps the answer a span of some passage, starting at a word start, and ends only at a word end.
 The text is used for that string check alone: the decoder still reads only its segments (anchor KVs for SAC), so
-the ratio the method reached does not change.
+the ratio the method reached does not change. ``end_bias`` makes ending dearer or cheaper when the model makes its
+own choice. Two-stage grounding (:func:`generate_grounded_picked`) picks one of several passages reading all of
+them, then answers from it read alone; it reads the picked passage twice, and was measured, not made a default
+(docs/adapters.md, "Decoding variants").
 
 Matching ignores case and collapses runs of whitespace; the returned text is the passage's own span. This module
 knows strings and the decoder's step; it does not know files, stores or the encoder.
@@ -209,7 +212,11 @@ def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
         ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
         own_logits = logits
         if end_bias:  # the model's own choice, with ending made dearer (or cheaper) by end_bias
-            ending = [t for t in ranked if (lambda e, x: e is not None and len(x) <= len(cur))(*after(t))]
+            ending = []
+            for t in ranked:
+                end, text = after(t)
+                if end and len(text) <= len(cur):  # ends here without adding a word
+                    ending.append(t)
             if ending:
                 own_logits = logits.clone()
                 own_logits[torch.tensor(ending, device=logits.device)] += end_bias
