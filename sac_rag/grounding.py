@@ -201,13 +201,19 @@ def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
         logits = state.logits
         cur = decode(ids)
 
+        seen: dict[int, tuple[str | None, str]] = {}
+
         def after(tok: int) -> tuple[str | None, str]:
-            """How ``tok`` would end the answer ("eos", "stop" or None), and the answer's text with it."""
-            if tok in ctx.eos_ids:
-                return "eos", cur
-            text = decode(ids + [tok])
-            cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
-            return ("stop", text[: min(cuts)]) if cuts else (None, text)
+            """How ``tok`` would end the answer ("eos", "stop" or None), and the answer's text with it (decoded
+            once a step: the end_bias pass and the search for a fitting token ask about the same tokens)."""
+            if tok not in seen:
+                if tok in ctx.eos_ids:
+                    seen[tok] = ("eos", cur)
+                else:
+                    text = decode(ids + [tok])
+                    cuts = [c for c in (text.find(s) for s in params.stop) if c >= 0]
+                    seen[tok] = ("stop", text[: min(cuts)]) if cuts else (None, text)
+            return seen[tok]
 
         ranked = torch.topk(logits, min(top_k, logits.shape[-1])).indices.tolist()
         own_logits = logits

@@ -496,3 +496,13 @@ def test_report_names_and_reproduces_grounded_runs():
     assert _method_name(run) == "sac 5x (qa), grounded [float32], 0-shot"
     run["config"]["grounded"] = False
     assert "grounded" not in command(run) and "grounded" not in _method_name(run)
+
+
+def test_report_names_and_reproduces_picked_passage_runs():
+    from sac_rag.evaluation.report import _method_name, command
+
+    run = {"config": {"data": "/d/squad.json", "method": "sac", "ratio": 5, "passages": 5, "shots": 0, "limit": 500,
+                      "grounded": True, "pick_passage": True},
+           "summary": {"adapter": "/x/sac_rag/adapters/gemma-3-270m-x5", "dtype": "float32", "adapter_info": {"stage": "qa"}}}
+    assert "--pick-passage" in command(run) and "--grounded" not in command(run)  # --pick-passage implies it
+    assert _method_name(run) == "sac 5x (qa), grounded in a picked passage [float32], 0-shot"

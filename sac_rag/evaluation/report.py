@@ -39,6 +39,13 @@ def _other_dtype(r: dict) -> str | None:
     return None if dtype == "bfloat16" else dtype
 
 
+def _decoding(cfg: dict) -> str:
+    """How a run decoded, as a label suffix: free (nothing), grounded, or grounded in a picked passage."""
+    if not cfg.get("grounded"):
+        return ""
+    return ", grounded" + (" in a picked passage" if cfg.get("pick_passage") else "")
+
+
 def _method_name(r: dict, dtype: bool = True) -> str:
     cfg = r["config"]
     name = cfg["method"]
@@ -49,8 +56,7 @@ def _method_name(r: dict, dtype: bool = True) -> str:
     if name.startswith("sac"):
         info = r["summary"].get("adapter_info") or {}
         name += f" ({info.get('stage', 'untrained')} {info.get('step', '')})".replace(" )", ")")
-    if cfg.get("grounded"):
-        name += ", grounded" + (" in a picked passage" if cfg.get("pick_passage") else "")
+    name += _decoding(cfg)
     if dtype and _other_dtype(r):
         name += f" [{_other_dtype(r)}]"
     return name + f", {cfg['shots']}-shot"
@@ -257,7 +263,7 @@ def _f1_plot(largest: dict[tuple, list[dict]], out: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    label = lambda r: f"{r['config']['method']}{', grounded' if r['config'].get('grounded') else ''}{' in a picked passage' if r['config'].get('pick_passage') else ''}, {r['config']['shots']}-shot"  # noqa: E731
+    label = lambda r: f"{r['config']['method']}{_decoding(r['config'])}, {r['config']['shots']}-shot"  # noqa: E731
     methods = sorted({label(r) for rows in panels.values() for r in rows if r["summary"].get("reached_ratio")})
     color = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}  # a method keeps its colour in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
