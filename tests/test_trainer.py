@@ -445,6 +445,109 @@ def test_train_with_distillation_runs(base, data, tmp_path):
     assert all(r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kl"], abs=2e-4) for r in rows)
 
 
+def _first_logits(tok, probs: dict[str, float]) -> torch.Tensor:
+    """Logits over the byte vocabulary giving each named one-character token its probability, the rest ~0."""
+    logits = torch.full((len(tok),), -40.0)
+    for ch, p in probs.items():
+        logits[tok.convert_tokens_to_ids(ch)] = math.log(p)
+    return logits
+
+
+def test_passage_choice_loss_hand_checked():
+    """-log(m_gold / sum_j m_j) over the tokens that start a span in each passage (case folded, word starts)."""
+    from sac_rag.grounding import SpanIndex
+    from sac_rag.training.trainer import passage_choice_loss
+
+    tok = byte_tokenizer()
+    logits = _first_logits(tok, {"a": 0.4, "b": 0.3, "t": 0.1, "s": 0.1, "p": 0.05, "r": 0.05})
+    index = SpanIndex(["Apple tree", "banana split"])
+    a = tok.convert_tokens_to_ids("a")
+    # gold: "a" and "t" start words (0.5); the distractor: "b" and "s" (0.4); "p" and "r" start no word
+    loss = passage_choice_loss(logits, index, 0, a, tok, top_k=6)
+    assert loss.item() == pytest.approx(-math.log(0.5 / 0.9), rel=1e-5)
+    # the other way round, with the distractor as gold
+    loss = passage_choice_loss(logits, index, 1, tok.convert_tokens_to_ids("b"), tok, top_k=6)
+    assert loss.item() == pytest.approx(-math.log(0.4 / 0.9), rel=1e-5)
+    # a token that starts words in both passages counts for each: it does not tell them apart
+    shared = SpanIndex(["apple tree", "apple split"])
+    loss = passage_choice_loss(logits, shared, 0, a, tok, top_k=6)
+    assert loss.item() == pytest.approx(-math.log(0.5 / (0.5 + 0.5)), rel=1e-5)
+    # only the top_k tokens and the target's first token are summed: with top_k=1 ("a"), "t" is left out
+    loss = passage_choice_loss(logits, index, 0, a, tok, top_k=1)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    # the target's first token joins the candidates even outside the top_k
+    loss = passage_choice_loss(logits, index, 1, tok.convert_tokens_to_ids("s"), tok, top_k=1)
+    assert loss.item() == pytest.approx(-math.log(0.1 / 0.5), rel=1e-5)
+
+
+def test_passage_choice_loss_is_none_without_a_gold_candidate():
+    from sac_rag.grounding import SpanIndex
+    from sac_rag.training.trainer import passage_choice_loss
+
+    tok = byte_tokenizer()
+    logits = _first_logits(tok, {"b": 0.6, "s": 0.4})
+    # no candidate starts a word of the gold passage (its answer is not in it as text): nothing to push towards
+    assert passage_choice_loss(logits, SpanIndex(["quiet room", "banana split"]), 0, tok.convert_tokens_to_ids("b"),
+                               tok, top_k=2) is None
+
+
+def test_passage_choice_config_is_checked(tmp_path):
+    from sac_rag import ConfigError
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="passage_choice must be"):
+            TrainConfig(stage="qa", qa_data=("x",), passage_choice=bad, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="QA stage"):
+        TrainConfig(stage="lm", text_data=("x",), passage_choice=1.0, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="passage_choice_top_k"):
+        TrainConfig(stage="qa", qa_data=("x",), passage_choice=1.0, passage_choice_top_k=0, out_dir=str(tmp_path))
+    assert "passage choice 1" in TrainConfig(stage="qa", qa_data=("x",), passage_choice=1.0, out_dir=str(tmp_path)).recipe()
+
+
+def test_passage_choice_moves_the_first_token_to_the_gold_passage(tmp_path):
+    """The term is added to the cross-entropy, reported apart, reaches the anchors, and falls under AdamW; items
+    without distractors, or without a known gold passage, do not get it."""
+    sac = SACModel.from_model(tiny_llama(seed=4), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    cfg = dict(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64, max_target_tokens=16)
+    passages = ("It rained on the quiet harbour all day.", "The vault code is 7431, kept by Maria.")
+    item = TrainItem(passages, ((build_prompt("sac", "Who keeps the code?", 2), " Maria"),), "qa", 1)
+    params = sac.trainable_parameters()["lora"] + sac.trainable_parameters()["embeddings"]
+    for p in params:
+        p.requires_grad_(True)
+    sac.model.train()
+    ce, _ = item_loss(sac, item, TrainConfig(**cfg))
+    parts: dict = {}
+    both, _ = item_loss(sac, item, TrainConfig(**cfg, passage_choice=2.0), parts)
+    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-4) and parts["pc"] >= 0
+    assert both.item() == pytest.approx(ce.item() + 2.0 * parts["pc"], rel=1e-4)
+    alone = TrainItem(passages[1:], ((build_prompt("sac", "Who keeps the code?", 1), " Maria"),), "qa", 0)
+    for no_term in (alone, TrainItem(passages, item.queries, "qa")):
+        parts = {}
+        item_loss(sac, no_term, TrainConfig(**cfg, passage_choice=2.0), parts)
+        assert "pc" not in parts
+    pc_cfg = TrainConfig(**cfg, passage_choice=50.0)  # mostly the passage term
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    pcs = []
+    for step in range(12):
+        parts = {}
+        loss, _ = item_loss(sac, item, pc_cfg, parts)
+        loss.backward()
+        if step == 0:
+            assert sac.embeddings.anchor.grad is not None and sac.embeddings.anchor.grad.abs().sum() > 0
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        pcs.append(parts["pc"])
+    assert pcs[0] > 0.05 and min(pcs[-3:]) < 0.5 * pcs[0], pcs
+
+
+def test_train_with_passage_choice_logs_both_terms(base, data, tmp_path):
+    out = tmp_path / "run"
+    train(config(base, data, out, steps=2, passage_choice=0.5, max_distractors=2), progress=False)
+    rows = log_lines(out)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) and math.isfinite(r["ce"]) for r in rows)
+    assert any(r["pc"] is not None for r in rows)
+
+
 def test_sibling_view_shares_lora_and_lm_not_anchors():
     sac = SACModel.from_model(tiny_llama(seed=3), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
     sib = sac._sibling(8)

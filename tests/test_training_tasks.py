@@ -49,6 +49,13 @@ def test_qa_item_gold_position_varies():
     assert len({make(seed).passages.index(GOLD) for seed in range(60)}) > 1
 
 
+def test_qa_item_records_where_the_gold_passage_went():
+    for seed in range(30):
+        item = make(seed)
+        assert item.passages[item.gold] == GOLD
+    assert lm_item("A sentence that goes on. " * 20, random.Random(0)).gold is None
+
+
 def test_qa_item_small_pool_does_not_hang():
     # Fewer distinct passages than max_distractors: as many distractors as there are, no endless search.
     same = {"A": [GOLD, "other"]}

@@ -43,6 +43,7 @@ class TrainItem:
     passages: tuple[str, ...]  # compressed independently
     queries: tuple[tuple[tuple, str], ...]  # (prompt: str text and int passage indices, target)
     kind: str  # "lm" or "qa"
+    gold: int | None = None  # QA: the index in ``passages`` of the passage the answers come from
 
 
 def build_prompt(shape: str, question: str, n: int) -> tuple:
@@ -89,7 +90,7 @@ def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_ar
         last = prompt[-1]
         answer = q.answers[0]
         queries.append((prompt, answer if isinstance(last, str) and last[-1:].isspace() else " " + answer))
-    return TrainItem(tuple(passages), tuple(queries), "qa")
+    return TrainItem(tuple(passages), tuple(queries), "qa", passages.index(gold))
 
 
 def lm_item(text: str, rng: random.Random, *, min_frac: float = 0.5, max_frac: float = 0.8) -> TrainItem | None:

@@ -5,7 +5,8 @@ with gradients), the frozen decoder reads the anchor KVs, the prompt and the
 target with teacher forcing, and the loss is cross-entropy on the target
 tokens only. Gradients reach the LoRA weights and the SAC embeddings through
 the anchors' keys/values (``distill`` mixes in a KL term towards the base reading
-the passages as text, bare or with a full-ft LoRA; ``joint_ratios`` trains one
+the passages as text, bare or with a full-ft LoRA; ``passage_choice`` adds a term on which passage the first
+answer token's probability points to; ``joint_ratios`` trains one
 LoRA for several ratios, each with its own anchor table). A checkpoint (adapter + optimizer + position in
 the data stream) is written every few minutes to a directory outside git;
 ``resume=True`` continues from it, or, if it is gone, starts from
@@ -33,12 +34,13 @@ from ..anchors import anchor_offsets
 from ..config import SACConfig
 from ..errors import ConfigError
 from ..generation import DecoderContext, _prefill_batch
+from ..grounding import SpanIndex
 from ..models import cache_dir
 from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
-__all__ = ["TrainConfig", "train", "lr_scale", "schedule_progress", "item_loss", "distill_kl", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
+__all__ = ["TrainConfig", "train", "lr_scale", "schedule_progress", "item_loss", "distill_kl", "passage_choice_loss", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
 
 
 @dataclass
@@ -90,6 +92,11 @@ class TrainConfig:
     # the teacher of `distill`: a full-ft adapter (the base model with a LoRA trained to read the text), which
     # answers far better than the bare base; None: the frozen base model
     teacher_adapter: str | None = None
+    # weight of the passage-choice term (QA stage, items with distractors): -log of the share of the first answer
+    # token's probability that goes to tokens starting a span in the gold passage, against each passage's share
+    # (the masses grounded decoding's passage pick reads; see passage_choice_loss); 0 turns it off
+    passage_choice: float = 0.0
+    passage_choice_top_k: int = 128  # the first step's most probable tokens that the masses are summed over
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -131,6 +138,12 @@ class TrainConfig:
             if bad or len(set(self.joint_ratios)) != len(self.joint_ratios) or self.ratio in self.joint_ratios:
                 raise ConfigError(f"joint_ratios must be distinct positive ints other than ratio={self.ratio}, "
                                   f"got {self.joint_ratios}")
+        if not (math.isfinite(self.passage_choice) and self.passage_choice >= 0):
+            raise ConfigError(f"passage_choice must be a finite weight >= 0, got {self.passage_choice}")
+        if self.passage_choice and self.stage != "qa":
+            raise ConfigError("passage_choice applies to the QA stage (it scores the answer's first token)")
+        if self.passage_choice_top_k < 1:
+            raise ConfigError(f"passage_choice_top_k must be >= 1, got {self.passage_choice_top_k}")
         if self.teacher_adapter and not self.distill:
             raise ConfigError("teacher_adapter needs distill > 0 (it is the distillation teacher)")
         if self.encode_batch < 0:
@@ -154,6 +167,8 @@ class TrainConfig:
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
             parts.append(f"distill {self.distill:g}" + (" from full-ft" if self.teacher_adapter else ""))
+        if self.passage_choice:
+            parts.append(f"passage choice {self.passage_choice:g}")
         if self.joint_ratios:
             parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
@@ -265,8 +280,9 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
               teacher: SACModel | None = None) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
     compressed once for all of them); returns (loss, number of target tokens). With ``cfg.distill`` the loss mixes
-    in the KL term; a ``parts`` dict, if given, receives the two terms as floats (``ce``, ``kl``), so that runs
-    with and without distillation can be compared on the same cross-entropy.
+    in the KL term, with ``cfg.passage_choice`` it adds that term (on items with distractors); a ``parts`` dict, if
+    given, receives the terms as floats (``ce``, ``kl``, ``pc``), so that runs with and without them can be
+    compared on the same cross-entropy.
 
     ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on. With
     distillation, ``teacher`` (a model holding a full-ft adapter) reads the text with its LoRA on; without one,
@@ -304,7 +320,44 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
         if parts is not None:
             parts["kl"] = float(torch.stack(kls).mean().detach())
         losses = [(1 - cfg.distill) * ce + cfg.distill * kl for ce, kl in zip(losses, kls)]
+    if cfg.passage_choice and item.gold is not None and len(item.passages) > 1:
+        index = SpanIndex(_text_passages(sac, item, cfg))  # the text the model read, as grounding sees it
+        pcs = [passage_choice_loss(logits[0], index, item.gold, t[0], sac.tokenizer, cfg.passage_choice_top_k)
+               for logits, t in zip(rows, targets)]
+        kept = [(i, pc) for i, pc in enumerate(pcs) if pc is not None]
+        for i, pc in kept:
+            losses[i] = losses[i] + cfg.passage_choice * pc
+        if parts is not None and kept:
+            parts["pc"] = float(torch.stack([pc for _, pc in kept]).mean().detach())
     return torch.stack(losses).mean(), sum(len(t) for t in targets)
+
+
+def passage_choice_loss(first_logits: torch.Tensor, index: SpanIndex, gold: int, target_first: int, tokenizer,
+                        top_k: int = 128) -> torch.Tensor | None:
+    """How far the first answer token's probability is from pointing at the gold passage: ``-log(m_gold / sum_j
+    m_j)``, where ``m_j`` is the probability of the tokens that start a span in passage ``j``, among the step's
+    ``top_k`` most probable tokens and the target's first token (a token starting spans in several passages counts
+    for each, as in grounded decoding's passage pick). Only the probabilities carry gradient; which token belongs
+    to which passage is a string check. None when no candidate token starts a span in the gold passage (the
+    answer is not in it as text), so the term has nothing to push towards."""
+    logp = torch.log_softmax(first_logits.float(), dim=-1)
+    candidates = torch.topk(logp.detach(), min(top_k, logp.shape[-1])).indices.tolist()
+    if target_first not in candidates:
+        candidates.append(target_first)
+    owned: list[list[int]] = [[] for _ in index.passages]
+    specials = set(tokenizer.all_special_ids)
+    for tok in candidates:
+        if tok in specials:
+            continue
+        text = tokenizer.decode([tok], skip_special_tokens=True)
+        if not text.strip():
+            continue
+        for p in index.passages_starting(text):
+            owned[p].append(tok)
+    if not owned[gold]:
+        return None
+    log_mass = torch.stack([torch.logsumexp(logp[toks], 0) for toks in owned if toks])
+    return torch.logsumexp(log_mass, 0) - torch.logsumexp(logp[owned[gold]], 0)
 
 
 def _text_passages(sac: SACModel, item: TrainItem, cfg: TrainConfig) -> tuple[str, ...]:
@@ -607,7 +660,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     while not window_done():
         set_lr(state["step"])
         t_step = time.time()
-        losses, ces, kls, toks = [], [], [], 0
+        losses, ces, kls, pcs, toks = [], [], [], [], 0
         by_ratio: dict[int, list[float]] = {}
         for _ in range(cfg.grad_accum):
             item = next(stream)
@@ -619,6 +672,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             by_ratio.setdefault(ratio, []).append(losses[-1])
             ces.append(parts["ce"])
             kls.append(parts.get("kl", 0.0))
+            if "pc" in parts:
+                pcs.append(parts["pc"])
             toks += n
             state["items"] += 1
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -636,6 +691,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             rec["loss_by_ratio"] = {str(r): round(sum(v) / len(v), 4) for r, v in sorted(by_ratio.items())}
         if cfg.distill:  # the loss mixes two terms: log the cross-entropy alone too, comparable with plain runs
             rec.update(ce=round(sum(ces) / len(ces), 4), kl=round(sum(kls) / len(kls), 4))
+        if cfg.passage_choice:  # likewise; pc over the step's items that had distractors (None: none had)
+            rec.update(ce=round(sum(ces) / len(ces), 4), pc=round(sum(pcs) / len(pcs), 4) if pcs else None)
         if math.isfinite(loss_v):
             log.write(json.dumps(rec) + "\n")
             log.flush()
