@@ -200,11 +200,14 @@ def cmd_breakdown(args: argparse.Namespace) -> int:
         return 0
     print("answers by where they went wrong: count (percent); for F1 0, whether the answer is a span of the gold "
           "passage, of a distractor, or of no passage")
-    print("| file | method | n | " + " | ".join(CATEGORIES) + " |")
-    print("|---|---|---|" + "---|" * len(CATEGORIES))
+    grounded = any(r.spans is not None for r in rows)
+    extra = " from the gold passage |" if grounded else ""
+    print("| file | method | n | " + " | ".join(CATEGORIES) + " |" + extra)
+    print("|---|---|---|" + "---|" * len(CATEGORIES) + ("---|" if grounded else ""))
     for r in rows:
         cells = " | ".join(f"{r.counts[c]} ({r.share(c):.0f}%)" for c in CATEGORIES)
-        print(f"| {r.path} | {r.method} | {r.n} | {cells} |")
+        gold = "" if not grounded else (" n/a |" if r.spans is None else f" {r.from_gold} of {r.spans} ({r.gold_share() or 0:.0f}%) |")
+        print(f"| {r.path} | {r.method} | {r.n} | {cells} |{gold}")
     return 0
 
 

@@ -91,3 +91,23 @@ def test_cli_breakdown(run, capsys):
     assert main(["breakdown", str(path), "--json", "--ids"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["counts"]["no_passage"] == 1 and len(rows[0]["ids"]["no_passage"]) == 1
+
+
+def test_grounded_runs_count_the_answers_taken_from_the_gold_passage(run, capsys):
+    path, _, items = run
+    assert breakdown(path).from_gold is None and breakdown(path).gold_share() is None  # free decoding: no spans
+    doc = json.loads(path.read_text())
+    # give each answer a span: the first three in the gold passage, the next two in the other one, the last none
+    for i, ((example, passages), record) in enumerate(zip(items, doc["records"])):
+        gold = passages.index(example.passages[0])
+        if i < 5:
+            record["span"] = {"passage": gold if i < 3 else 1 - gold, "start": 0, "end": 1, "text": "x"}
+    path.write_text(json.dumps(doc))
+    result = breakdown(path)
+    assert (result.from_gold, result.spans) == (3, 5) and result.gold_share() == pytest.approx(60.0)
+    assert main(["breakdown", str(path)]) == 0
+    assert "| 3 of 5 (60%) |" in capsys.readouterr().out
+    doc["records"][0]["span"]["passage"] = 7
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidInputError, match="span names passage 7, but the question had 2"):
+        breakdown(path)

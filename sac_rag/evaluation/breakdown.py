@@ -5,6 +5,8 @@ passage's words (a garbled name, a wrong digit). This module sorts each answer o
 into one of: ``exact`` (EM 1), ``partial`` (F1 above 0), and for F1 0: ``gold_passage`` (the answer is a span of the
 gold passage, the wrong one), ``distractor`` (a span of another passage the question was given), ``no_passage``
 (in none of them: invented or garbled) or ``empty``. A span is a run of whole words after SQuAD normalisation.
+For a grounded run (its records carry the answer's ``span``), it also counts the answers taken from the gold
+passage, whatever their score: with distractors, how often the decoder chose the right passage.
 
 It re-derives each question's passages from the run's recorded config (data file, shuffle seed, offset, passage
 count) with the harness's own selection, so it needs the data file (``data`` overrides a path recorded on another
@@ -34,10 +36,18 @@ class Breakdown:
     n: int
     counts: dict[str, int]
     ids: dict[str, list[str]]
+    # grounded runs: the answers whose span lies in the gold passage, and those with a span at all (None: the
+    # records carry no spans, a free-decoding run)
+    from_gold: int | None = None
+    spans: int | None = None
 
     def share(self, category: str) -> float:
         """The percentage of the run's answers in ``category``."""
         return 100.0 * self.counts[category] / self.n if self.n else 0.0
+
+    def gold_share(self) -> float | None:
+        """The percentage of the answers with a span that came from the gold passage (None: no spans)."""
+        return 100.0 * self.from_gold / self.spans if self.spans else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +94,7 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
         raise InvalidInputError(f"{path}: {len(records)} answers but the data gives only {len(items)} questions")
     counts = {c: 0 for c in CATEGORIES}
     ids: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+    from_gold = spans = 0
     for i, ((example, passages), record) in enumerate(zip(items, records)):
         if record.get("id") != example.id:
             raise InvalidInputError(f"{path}: answer {i} is for question {record.get('id')!r}, but the data gives "
@@ -91,4 +102,14 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
         category = categorize(record, example.passages[0], list(passages))
         counts[category] += 1
         ids[category].append(example.id)
-    return Breakdown(str(path), str(run["config"].get("method", "?")), len(records), counts, ids)
+        span = record.get("span")
+        if isinstance(span, dict):
+            where = span.get("passage")
+            if not isinstance(where, int) or not 0 <= where < len(passages):
+                raise InvalidInputError(f"{path}: answer {i}'s span names passage {where!r}, but the question had "
+                                        f"{len(passages)}")
+            spans += 1
+            from_gold += passages[where] == example.passages[0]
+    grounded = any("span" in r for r in records)
+    return Breakdown(str(path), str(run["config"].get("method", "?")), len(records), counts, ids,
+                     from_gold if grounded else None, spans if grounded else None)
