@@ -402,17 +402,25 @@ def test_distill_config_is_checked(tmp_path):
     assert "distill 0.5" in TrainConfig(stage="qa", qa_data=("x",), distill=0.5, out_dir=str(tmp_path)).recipe()
 
 
-def test_distillation_pulls_the_student_towards_the_text_reader(tmp_path):
-    """With ``distill=1`` the loss is the KL to the frozen base reading the text: non-negative, it reaches the anchor
-    embedding (not the frozen base), it falls under AdamW, and the mixed loss sits between CE and KL."""
-    sac = SACModel.from_model(tiny_llama(seed=3), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
-    item = TrainItem(("The vault code is 7431.", "It rained all day."),
-                     ((build_prompt("sac", "What is the code?", 2), "7431"),), "qa")
-    cfg = dict(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64, max_target_tokens=16)
-    params = sac.trainable_parameters()["lora"] + [sac.embeddings.anchor]
+def trainable_tiny(tmp_path, *, seed: int, all_embeddings: bool) -> tuple[SACModel, list, dict]:
+    """A tiny Llama-shaped SAC model in train mode with its LoRA and anchor embedding (``all_embeddings``: and
+    [LM]) trainable, those parameters, and the keyword arguments of a QA TrainConfig for it."""
+    sac = SACModel.from_model(tiny_llama(seed=seed), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
+    groups = sac.trainable_parameters()
+    params = groups["lora"] + (groups["embeddings"] if all_embeddings else [sac.embeddings.anchor])
     for p in params:
         p.requires_grad_(True)
     sac.model.train()
+    cfg = dict(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64, max_target_tokens=16)
+    return sac, params, cfg
+
+
+def test_distillation_pulls_the_student_towards_the_text_reader(tmp_path):
+    """With ``distill=1`` the loss is the KL to the frozen base reading the text: non-negative, it reaches the anchor
+    embedding (not the frozen base), it falls under AdamW, and the mixed loss sits between CE and KL."""
+    sac, params, cfg = trainable_tiny(tmp_path, seed=3, all_embeddings=False)
+    item = TrainItem(("The vault code is 7431.", "It rained all day."),
+                     ((build_prompt("sac", "What is the code?", 2), "7431"),), "qa")
     ce, _ = item_loss(sac, item, TrainConfig(**cfg))
     parts: dict = {}
     half, _ = item_loss(sac, item, TrainConfig(**cfg, distill=0.5), parts)
@@ -507,14 +515,9 @@ def test_passage_choice_config_is_checked(tmp_path):
 def test_passage_choice_moves_the_first_token_to_the_gold_passage(tmp_path):
     """The term is added to the cross-entropy, reported apart, reaches the anchors, and falls under AdamW; items
     without distractors, or without a known gold passage, do not get it."""
-    sac = SACModel.from_model(tiny_llama(seed=4), byte_tokenizer(), SACConfig(ratio=4, lora_rank=4))
-    cfg = dict(stage="qa", qa_data=("unused",), out_dir=str(tmp_path), max_passage_tokens=64, max_target_tokens=16)
+    sac, params, cfg = trainable_tiny(tmp_path, seed=4, all_embeddings=True)
     passages = ("It rained on the quiet harbour all day.", "The vault code is 7431, kept by Maria.")
     item = TrainItem(passages, ((build_prompt("sac", "Who keeps the code?", 2), " Maria"),), "qa", 1)
-    params = sac.trainable_parameters()["lora"] + sac.trainable_parameters()["embeddings"]
-    for p in params:
-        p.requires_grad_(True)
-    sac.model.train()
     ce, _ = item_loss(sac, item, TrainConfig(**cfg))
     parts: dict = {}
     both, _ = item_loss(sac, item, TrainConfig(**cfg, passage_choice=2.0), parts)
