@@ -26,7 +26,7 @@ import torch
 from .errors import InvalidInputError, check_text
 from .generation import DecoderContext, GenerationOutput, SamplingParams, Segment, Usage, _forward, _pick, _prefill
 
-__all__ = ["Span", "SpanIndex", "generate_grounded", "generate_grounded_picked"]
+__all__ = ["Span", "SpanIndex", "generate_grounded", "generate_grounded_picked", "tokens_by_passage"]
 
 @dataclass(frozen=True)
 class Span:
@@ -266,21 +266,30 @@ def _decode(ctx: DecoderContext, state, index: SpanIndex, params: SamplingParams
     return ids, finish
 
 
+def tokens_by_passage(tokenizer, tokens: Sequence[int], index: SpanIndex, skip=()) -> list[list[int]]:
+    """For each passage, those of ``tokens`` (in their order) whose text starts a span in it; a token that starts
+    spans in several passages is listed for each; tokens in ``skip`` and blank ones for none. The string check
+    behind a first answer token's passage masses (here and in training's passage-choice term)."""
+    owned: list[list[int]] = [[] for _ in index.passages]
+    for tok in tokens:
+        if tok in skip:
+            continue
+        text = tokenizer.decode([tok], skip_special_tokens=True)
+        if not text.strip():
+            continue
+        for p in index.passages_starting(text):
+            owned[p].append(tok)
+    return owned
+
+
 def _passage_masses(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> list[float]:
     """Each passage's probability among the first step's ``top_k`` tokens that start a span in it (a token that
     starts spans in several passages counts for each)."""
     probs = torch.softmax(state.logits.float(), dim=-1)
     top = torch.topk(probs, min(top_k, probs.shape[-1]))
-    mass = [0.0] * len(index.passages)
-    for p, tok in zip(top.values.tolist(), top.indices.tolist()):
-        if tok in ctx.eos_ids:
-            continue
-        text = ctx.tokenizer.decode([tok], skip_special_tokens=True)
-        if not text.strip():
-            continue
-        for i in index.passages_starting(text):
-            mass[i] += p
-    return mass
+    prob = dict(zip(top.indices.tolist(), top.values.tolist()))
+    owned = tokens_by_passage(ctx.tokenizer, list(prob), index, ctx.eos_ids)
+    return [sum((prob[t] for t in toks), 0.0) for toks in owned]
 
 
 def _passage_by_mass(ctx: DecoderContext, state, index: SpanIndex, top_k: int) -> int:

@@ -34,7 +34,7 @@ from ..anchors import anchor_offsets
 from ..config import SACConfig
 from ..errors import ConfigError
 from ..generation import DecoderContext, _prefill_batch
-from ..grounding import SpanIndex
+from ..grounding import SpanIndex, tokens_by_passage
 from ..models import cache_dir
 from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
@@ -344,16 +344,7 @@ def passage_choice_loss(first_logits: torch.Tensor, index: SpanIndex, gold: int,
     candidates = torch.topk(logp.detach(), min(top_k, logp.shape[-1])).indices.tolist()
     if target_first not in candidates:
         candidates.append(target_first)
-    owned: list[list[int]] = [[] for _ in index.passages]
-    specials = set(tokenizer.all_special_ids)
-    for tok in candidates:
-        if tok in specials:
-            continue
-        text = tokenizer.decode([tok], skip_special_tokens=True)
-        if not text.strip():
-            continue
-        for p in index.passages_starting(text):
-            owned[p].append(tok)
+    owned = tokens_by_passage(tokenizer, candidates, index, set(tokenizer.all_special_ids))
     if not owned[gold]:
         return None
     log_mass = torch.stack([torch.logsumexp(logp[toks], 0) for toks in owned if toks])
