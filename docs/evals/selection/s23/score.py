@@ -1,0 +1,38 @@
+"""Session 23's rule (README.md): paired F1 of one run against another, per setting and pooled over the four,
+with standard errors. Usage: score.py CANDIDATE REFERENCE (run names: avg, default)."""
+import json, math, sys
+from pathlib import Path
+
+here = Path(__file__).parent
+cand, ref = sys.argv[1], sys.argv[2]
+names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors"}
+
+
+def f1s(run, setting):
+    path = here / f"{run}_{setting}.json"
+    return {r["id"]: r["f1"] for r in json.loads(path.read_text())["records"]} if path.exists() else None
+
+
+def stats(d):
+    m = sum(d) / len(d)
+    return 100 * m, 100 * math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+pooled, distractors = [], []
+print(f"| setting | {cand} F1 | {ref} F1 | paired gain [standard error] |\n|---|---|---|---|")
+for s, name in names.items():
+    a, b = f1s(cand, s), f1s(ref, s)
+    if a is None or b is None:
+        print(f"| {name} | (not run) | | |")
+        continue
+    assert a.keys() == b.keys(), f"{s}: the runs answered different questions"
+    d = [a[k] - b[k] for k in a]
+    pooled += d
+    if s.endswith("r"):
+        distractors += d
+    m, se = stats(d)
+    print(f"| {name} | {100 * sum(a.values()) / len(a):.2f} | {100 * sum(b.values()) / len(b):.2f} | {m:+.2f} [{se:.2f}] |")
+for label, d in (("among distractors", distractors), ("pooled", pooled)):
+    if len(d) > 1:
+        m, se = stats(d)
+        print(f"| {label} ({len(d)} answers) | | | {m:+.2f} [{se:.2f}] |")
