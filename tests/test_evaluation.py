@@ -506,3 +506,28 @@ def test_report_names_and_reproduces_picked_passage_runs():
            "summary": {"adapter": "/x/sac_rag/adapters/gemma-3-270m-x5", "dtype": "float32", "adapter_info": {"stage": "qa"}}}
     assert "--pick-passage" in command(run) and "--grounded" not in command(run)  # --pick-passage implies it
     assert _method_name(run) == "sac 5x (qa), grounded in a picked passage [float32], 0-shot"
+
+
+def test_select_examples_by_relevance(squad):
+    """``order="relevance"``: the questions and passages of the random order, ranked by the embedded retriever
+    with the most similar passage last (``docs/ordering.md``)."""
+    from sac_rag.retrieval import default_embedder
+
+    base = EvalConfig(data=squad, passages=3, limit=4, seed=7)
+    random_order = select_examples(base)
+    ranked = select_examples(EvalConfig(data=squad, passages=3, limit=4, seed=7, order="relevance"))
+    embedder = default_embedder()
+    for (e, drawn), (e2, placed) in zip(random_order, ranked):
+        assert e.id == e2.id and sorted(drawn) == sorted(placed)
+        q = embedder.encode([e.question], normalize_embeddings=True)
+        sims = (embedder.encode(placed, normalize_embeddings=True) @ q.T).ravel().tolist()
+        assert sims == sorted(sims)  # least similar first, most similar last
+    with pytest.raises(InvalidInputError, match="order must be one of"):
+        EvalConfig(data=squad, order="best-last")
+
+
+def test_evaluate_records_the_order(sac, squad):
+    cfg = EvalConfig(data=squad, passages=3, limit=2, seed=7, order="relevance")
+    result = evaluate(sac, cfg, progress=False)
+    assert result["config"]["order"] == "relevance"
+    assert [r["id"] for r in result["records"]] == [e.id for e, _ in select_examples(cfg)]

@@ -38,12 +38,14 @@ from ..config import QA_TEMPLATE
 from ..generation import SamplingParams, generate
 from ..grounding import _generate_picked, generate_grounded
 from ..errors import InvalidInputError
+from ..ordering import prompt_order
 from ..training.data import QAExample, load_examples
 from .metrics import score
 
 __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
 METHODS = ("sac", "full", "truncate", "closed-book", "llmlingua", "full-ft")
+ORDERINGS = ("random", "relevance")
 
 
 @dataclass
@@ -62,6 +64,9 @@ class EvalConfig:
     llmlingua_segment: int = 200  # LLMLingua's iterative_size; its default is 200 (see llmlingua_baseline)
     grounded: bool = False  # the answer must be a span of the question's passages (sac_rag.grounding)
     pick_passage: bool = False  # grounded, two-stage: pick a passage reading all, answer from it read alone
+    # where the passages go: "random" (drawn with the seed), or "relevance": ranked by the embedded MiniLM's
+    # cosine to the question, most relevant last (nearest the question; sac_rag.ordering), as a RAG chain would
+    order: str = "random"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,10 +81,13 @@ class EvalConfig:
             raise InvalidInputError("pick_passage is a way of grounded decoding: set grounded too")
         if self.pick_passage and self.method == "llmlingua":
             raise InvalidInputError("pick_passage reads each passage alone; llmlingua compresses them together")
+        if self.order not in ORDERINGS:
+            raise InvalidInputError(f"order must be one of {ORDERINGS}, got {self.order!r}")
 
 
 def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
-    """Shuffle with ``seed``, keep ``limit``, and give each question its passages (gold first drawn, then shuffled)."""
+    """Shuffle with ``seed``, keep ``limit``, and give each question its passages (gold first drawn, then shuffled;
+    with ``order="relevance"``, the same passages then ranked by the embedded retriever, most relevant last)."""
     examples = load_examples(cfg.data, cfg.fmt, parity=cfg.parity)
     rng = random.Random(cfg.seed)
     rng.shuffle(examples)
@@ -95,7 +103,26 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
                 passages.append(p)
         rng.shuffle(passages)
         out.append((e, passages))
+    if cfg.order == "relevance":  # after the draws, so the questions and passages are those of the random order
+        out = [(e, _by_relevance(e.question, passages)) for e, passages in out]
     return out
+
+
+_EMBEDDER = None
+
+
+def _by_relevance(question: str, passages: list[str]) -> list[str]:
+    global _EMBEDDER
+    if len(passages) < 2:
+        return passages
+    if _EMBEDDER is None:
+        from ..retrieval import default_embedder
+
+        _EMBEDDER = default_embedder()
+    q = _EMBEDDER.encode([question], normalize_embeddings=True)
+    p = _EMBEDDER.encode(passages, normalize_embeddings=True)
+    scores = [float(x) for x in (p @ q.T).ravel()]
+    return [passages[i] for i in prompt_order(len(passages), scores, "most_relevant_last")]
 
 
 def _shots(n: int) -> list[dict]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 from sac_rag.compressor import SACCompressor
+from sac_rag.ordering import prompt_order
 
 __all__ = ["SACDocumentCompressor", "original_text", "METADATA_KEY"]
 
@@ -23,9 +24,13 @@ class SACDocumentCompressor(BaseDocumentCompressor):
     """Compress each retrieved document into anchor KV; its text becomes a marker the SAC LLMs resolve.
 
     Ids and metadata (scores included) are kept; ``metadata["sac"]`` adds the statistics and the original text.
+    ``order`` places the documents for the prompt (``sac_rag.ordering``): they arrive ranked, most relevant first,
+    and ``"most_relevant_last"`` puts the best one nearest the question.
     """
 
     compressor: SACCompressor = Field(default_factory=SACCompressor, description="Shared with ChatSAC / SACLLM.")
+    order: Literal["as_given", "most_relevant_last", "most_relevant_first"] = Field(
+        default="as_given", description="Where the documents go in the prompt (sac_rag.ordering.ORDERS).")
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def compress_documents(
@@ -48,4 +53,4 @@ class SACDocumentCompressor(BaseDocumentCompressor):
             meta: dict[str, Any] = dict(doc.metadata)
             meta[METADATA_KEY] = {**res.to_dict(), "text": doc.page_content}
             out.append(Document(page_content=res.marker, metadata=meta, id=doc.id))
-        return out
+        return [out[i] for i in prompt_order(len(out), None, self.order)]

@@ -126,3 +126,27 @@ def test_a_question_holding_a_marker_is_refused():
     marker = c.compress(["A passage about cats."])[0].marker
     with pytest.raises(UnknownMarkerError):
         SACPostprocessor(compressor=c).postprocess_nodes([], QueryBundle(f"what is {marker}?"))
+
+
+def test_order_by_scores_most_relevant_last(compressor):
+    nodes = make_nodes()  # scores 0.9, 0.8, 0.7
+    nodes[0], nodes[2] = nodes[2], nodes[0]  # a retriever's order need not follow the scores
+    out = SACPostprocessor(compressor=compressor, order="most_relevant_last").postprocess_nodes(nodes, query_str="q")
+    assert [n.node_id for n in out] == ["node-2", "node-1", "node-0"]
+    assert [n.score for n in out] == sorted(n.score for n in nodes)
+    same = SACPostprocessor(compressor=compressor).postprocess_nodes(nodes, query_str="q")
+    assert [n.node_id for n in same] == [n.node_id for n in nodes]  # as_given
+
+
+def test_order_without_scores_takes_the_given_ranking(compressor):
+    nodes = [NodeWithScore(node=n.node, score=None) for n in make_nodes()]
+    out = SACPostprocessor(compressor=compressor, order="most_relevant_last").postprocess_nodes(nodes, query_str="q")
+    assert [n.node_id for n in out] == ["node-2", "node-1", "node-0"]
+
+
+def test_unknown_order_is_refused(compressor):
+    import pytest
+    from sac_rag.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="order must be one of"):
+        SACPostprocessor(compressor=compressor, order="best_last")

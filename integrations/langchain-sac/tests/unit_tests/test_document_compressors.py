@@ -95,3 +95,27 @@ def test_a_question_holding_a_marker_is_refused_even_with_no_documents():
         dc.compress_documents([], f"what does {marker} say?")
     with pytest.raises(UnknownMarkerError):
         dc.compress_documents([Document(page_content="x y z")], f"what does {marker} say?")
+
+
+def test_order_puts_the_first_ranked_document_last(compressor, docs):
+    kept = SACDocumentCompressor(compressor=compressor).compress_documents(docs, "where?")
+    assert [d.id for d in kept] == [d.id for d in docs]  # as_given: the retriever's order
+    last = SACDocumentCompressor(compressor=compressor, order="most_relevant_last").compress_documents(docs, "where?")
+    assert [d.id for d in last] == [d.id for d in reversed(docs)]
+    assert [original_text(d) for d in last] == [d.page_content for d in reversed(docs)]
+    assert all(d.metadata[METADATA_KEY]["cached"] for d in last)  # reordering recompresses nothing
+
+
+def test_unknown_order_is_refused(compressor):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="most_relevant_last"):
+        SACDocumentCompressor(compressor=compressor, order="best_last")
+
+
+def test_order_choices_are_sac_rags():
+    import typing
+
+    from sac_rag.ordering import ORDERS
+
+    assert typing.get_args(SACDocumentCompressor.model_fields["order"].annotation) == ORDERS

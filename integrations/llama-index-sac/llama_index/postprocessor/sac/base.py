@@ -8,18 +8,29 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from sac_rag.compressor import SACCompressor
+from sac_rag.ordering import check_order, prompt_order
 
 METADATA_KEY = "sac"
 
 
 class SACPostprocessor(BaseNodePostprocessor):
-    """Compress each retrieved node into anchor KV; its text becomes a marker the ``SAC`` LLM resolves."""
+    """Compress each retrieved node into anchor KV; its text becomes a marker the ``SAC`` LLM resolves.
+
+    ``order`` places the nodes for the prompt (``sac_rag.ordering``): ranked by their scores when every node has
+    one, else taken as ranked already (most relevant first); ``"most_relevant_last"`` puts the best one nearest the
+    question."""
 
     _compressor: SACCompressor = PrivateAttr()
+    _order: str = PrivateAttr()
 
-    def __init__(self, compressor: Optional[SACCompressor] = None, **kwargs) -> None:
+    def __init__(self, compressor: Optional[SACCompressor] = None, order: str = "as_given", **kwargs) -> None:
         super().__init__(**kwargs)
         self._compressor = compressor if compressor is not None else SACCompressor()
+        self._order = check_order(order)
+
+    @property
+    def order(self) -> str:
+        return self._order
 
     @property
     def compressor(self) -> SACCompressor:
@@ -54,7 +65,8 @@ class SACPostprocessor(BaseNodePostprocessor):
                 if METADATA_KEY not in excluded:
                     excluded.append(METADATA_KEY)
             out.append(NodeWithScore(node=node, score=n.score))
-        return out
+        scores = [n.score for n in nodes]
+        return [out[i] for i in prompt_order(len(out), None if None in scores else scores, self._order)]
 
 
 def original_text(node) -> str:
