@@ -30,7 +30,7 @@ class SACDocumentCompressor(BaseDocumentCompressor):
 
     compressor: SACCompressor = Field(default_factory=SACCompressor, description="Shared with ChatSAC / SACLLM.")
     order: Literal["as_given", "most_relevant_last", "most_relevant_first"] = Field(
-        default="as_given", description="Where the documents go in the prompt (sac_rag.ordering.ORDERS).")
+        default="most_relevant_last", description="Where the documents go in the prompt (sac_rag.ordering.ORDERS).")
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def compress_documents(

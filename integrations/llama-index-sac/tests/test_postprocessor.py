@@ -36,7 +36,7 @@ def test_ids_scores_relationships_and_metadata_are_kept(compressor):
     nodes = make_nodes()
     out = SACPostprocessor(compressor=compressor).postprocess_nodes(nodes, query_str="where?")
     assert len(out) == len(nodes)
-    for got, orig in zip(out, nodes):
+    for got, orig in zip(out, nodes[::-1]):  # the default order: ascending score, the best node last
         assert got.node.node_id == orig.node.node_id and got.node_id == orig.node_id
         assert got.score == orig.score
         assert got.node.relationships == orig.node.relationships
@@ -105,12 +105,12 @@ def test_an_empty_node_passes_through_without_breaking_the_others(compressor):
     nodes = make_nodes()
     blank = NodeWithScore(node=TextNode(id_="blank", text="  \n"), score=0.05)
     out = SACPostprocessor(compressor=compressor).postprocess_nodes([nodes[0], blank, nodes[1]], query_str="q")
-    assert [n.node_id for n in out] == ["node-0", "blank", "node-1"]
-    assert [n.score for n in out] == [nodes[0].score, 0.05, nodes[1].score]
-    assert MARKER_RE.fullmatch(out[0].node.text) and MARKER_RE.fullmatch(out[2].node.text)
-    assert out[1].node.text == "  \n" and METADATA_KEY not in out[1].node.metadata
-    assert out[1].node is not blank.node, "a copy, like the others"
-    assert original_text(out[1]) == "  \n"
+    assert [n.node_id for n in out] == ["blank", "node-1", "node-0"]  # the default order: ascending score
+    assert [n.score for n in out] == [0.05, nodes[1].score, nodes[0].score]
+    assert MARKER_RE.fullmatch(out[1].node.text) and MARKER_RE.fullmatch(out[2].node.text)
+    assert out[0].node.text == "  \n" and METADATA_KEY not in out[0].node.metadata
+    assert out[0].node is not blank.node, "a copy, like the others"
+    assert original_text(out[0]) == "  \n"
 
 
 def test_a_question_holding_a_marker_is_refused():
@@ -131,10 +131,12 @@ def test_a_question_holding_a_marker_is_refused():
 def test_order_by_scores_most_relevant_last(compressor):
     nodes = make_nodes()  # scores 0.9, 0.8, 0.7
     nodes[0], nodes[2] = nodes[2], nodes[0]  # a retriever's order need not follow the scores
-    out = SACPostprocessor(compressor=compressor, order="most_relevant_last").postprocess_nodes(nodes, query_str="q")
+    out = SACPostprocessor(compressor=compressor).postprocess_nodes(nodes, query_str="q")  # most_relevant_last
     assert [n.node_id for n in out] == ["node-2", "node-1", "node-0"]
     assert [n.score for n in out] == sorted(n.score for n in nodes)
-    same = SACPostprocessor(compressor=compressor).postprocess_nodes(nodes, query_str="q")
+    first = SACPostprocessor(compressor=compressor, order="most_relevant_first").postprocess_nodes(nodes, query_str="q")
+    assert [n.node_id for n in first] == ["node-0", "node-1", "node-2"]
+    same = SACPostprocessor(compressor=compressor, order="as_given").postprocess_nodes(nodes, query_str="q")
     assert [n.node_id for n in same] == [n.node_id for n in nodes]  # as_given
 
 

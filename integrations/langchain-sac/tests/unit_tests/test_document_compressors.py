@@ -16,8 +16,8 @@ from langchain_sac.document_compressors import METADATA_KEY
 def test_inside_a_contextual_compression_retriever(compressor, retriever, docs):
     cr = ContextualCompressionRetriever(base_compressor=SACDocumentCompressor(compressor=compressor), base_retriever=retriever)
     out = cr.invoke("where is the tower?")
-    assert [d.id for d in out] == [d.id for d in docs]
-    for got, doc in zip(out, docs):
+    assert [d.id for d in out] == [d.id for d in reversed(docs)]  # the retriever's first pick last (order's default)
+    for got, doc in zip(out, reversed(docs)):
         assert MARKER_RE.fullmatch(got.page_content), "the LLM sees a marker instead of the text"
         meta = dict(got.metadata)
         sac = meta.pop(METADATA_KEY)
@@ -38,8 +38,8 @@ def test_inside_a_contextual_compression_retriever(compressor, retriever, docs):
 async def test_async_retrieval(compressor, retriever, docs):
     cr = ContextualCompressionRetriever(base_compressor=SACDocumentCompressor(compressor=compressor), base_retriever=retriever)
     out = await cr.ainvoke("q")
-    assert [d.id for d in out] == [d.id for d in docs]
-    assert [original_text(d) for d in out] == [d.page_content for d in docs]
+    assert [d.id for d in out] == [d.id for d in reversed(docs)]
+    assert [original_text(d) for d in out] == [d.page_content for d in reversed(docs)]
 
 
 def test_inputs_are_not_modified(compressor, docs):
@@ -75,10 +75,10 @@ def test_a_marker_in_a_document_is_neither_kept_live_nor_lost(compressor):
 def test_an_empty_document_passes_through_without_breaking_the_others(compressor, docs):
     mixed = [docs[0], Document(page_content="   \n", id="blank", metadata={"score": 0.1}), docs[1]]
     out = SACDocumentCompressor(compressor=compressor).compress_documents(mixed, "q")
-    assert [d.id for d in out] == ["doc-0", "blank", "doc-1"]
+    assert [d.id for d in out] == ["doc-1", "blank", "doc-0"]  # the default order reverses the ranking
     assert MARKER_RE.fullmatch(out[0].page_content) and MARKER_RE.fullmatch(out[2].page_content)
     assert out[1].page_content == "   \n" and out[1].metadata == {"score": 0.1}
-    assert [original_text(d) for d in out] == [d.page_content for d in mixed]
+    assert [original_text(d) for d in out] == [d.page_content for d in reversed(mixed)]
     only_blank = SACDocumentCompressor(compressor=compressor).compress_documents([Document(page_content="")], "q")
     assert [d.page_content for d in only_blank] == [""]
 
@@ -98,9 +98,11 @@ def test_a_question_holding_a_marker_is_refused_even_with_no_documents():
 
 
 def test_order_puts_the_first_ranked_document_last(compressor, docs):
-    kept = SACDocumentCompressor(compressor=compressor).compress_documents(docs, "where?")
-    assert [d.id for d in kept] == [d.id for d in docs]  # as_given: the retriever's order
-    last = SACDocumentCompressor(compressor=compressor, order="most_relevant_last").compress_documents(docs, "where?")
+    kept = SACDocumentCompressor(compressor=compressor, order="as_given").compress_documents(docs, "where?")
+    assert [d.id for d in kept] == [d.id for d in docs]  # the retriever's order
+    first = SACDocumentCompressor(compressor=compressor, order="most_relevant_first").compress_documents(docs, "where?")
+    assert [d.id for d in first] == [d.id for d in docs]  # a retriever ranks most relevant first already
+    last = SACDocumentCompressor(compressor=compressor).compress_documents(docs, "where?")  # the default
     assert [d.id for d in last] == [d.id for d in reversed(docs)]
     assert [original_text(d) for d in last] == [d.page_content for d in reversed(docs)]
     assert all(d.metadata[METADATA_KEY]["cached"] for d in last)  # reordering recompresses nothing

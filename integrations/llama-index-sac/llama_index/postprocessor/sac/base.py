@@ -23,7 +23,7 @@ class SACPostprocessor(BaseNodePostprocessor):
     _compressor: SACCompressor = PrivateAttr()
     _order: str = PrivateAttr()
 
-    def __init__(self, compressor: Optional[SACCompressor] = None, order: str = "as_given", **kwargs) -> None:
+    def __init__(self, compressor: Optional[SACCompressor] = None, order: str = "most_relevant_last", **kwargs) -> None:
         super().__init__(**kwargs)
         self._compressor = compressor if compressor is not None else SACCompressor()
         self._order = check_order(order)
