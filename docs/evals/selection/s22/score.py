@@ -1,10 +1,11 @@
 """Session 22's rule (README.md): paired F1 of one run against another, per setting and pooled over the four,
-with standard errors. Usage: score.py CANDIDATE REFERENCE (run names: pc1, control, default)."""
+with standard errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, default; FOLDER: where
+the eval files are, this one by default; session 23's rule reads ../s23 with it)."""
 import json, math, sys
 from pathlib import Path
 
-here = Path(__file__).parent
 cand, ref = sys.argv[1], sys.argv[2]
+here = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).parent
 names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors"}
 
 
