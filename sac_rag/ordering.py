@@ -18,7 +18,7 @@ from typing import Sequence
 
 from .errors import InvalidInputError
 
-__all__ = ["ORDERS", "prompt_order"]
+__all__ = ["ORDERS", "check_order", "prompt_order"]
 
 #: ``as_given``: keep the order passages came in. ``most_relevant_last``: the most relevant passage nearest the
 #: question (the default of the integrations). ``most_relevant_first``: a retriever's own order.
