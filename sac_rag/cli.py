@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **({"lora_targets": tuple(args.lora_targets)} if args.lora_targets else {}),
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
-        teacher_adapter=args.teacher_adapter, passage_choice=args.passage_choice,
+        teacher_adapter=args.teacher_adapter, passage_choice=args.passage_choice, gold_last=args.gold_last,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passage-choice", type=float, default=0.0,
                    help="weight of a term pushing the first answer token's probability towards tokens that start "
                         "a span in the gold passage rather than in a distractor (QA stage; 0: off)")
+    p.add_argument("--gold-last", type=float, default=0.0,
+                   help="chance that an item's gold passage goes last among its distractors, the order the "
+                        "integrations send by default (QA stage; 0: random order)")
     p.add_argument("--max-distractors", type=int, default=4)
     p.add_argument("--max-questions", type=int, default=4, help="questions decoded from one compression (QA stage)")
     p.add_argument("--threads", type=int, default=None)

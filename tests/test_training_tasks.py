@@ -56,6 +56,24 @@ def test_qa_item_records_where_the_gold_passage_went():
     assert lm_item("A sentence that goes on. " * 20, random.Random(0)).gold is None
 
 
+def test_qa_item_gold_last_moves_only_the_gold_passage():
+    for seed in range(40):
+        plain = make(seed)
+        always = make(seed, gold_last=1.0, place_rng=random.Random(seed))
+        never = make(seed, gold_last=1e-12, place_rng=random.Random(seed))
+        assert never == plain  # a chance that never fires changes nothing, the other draws included
+        assert always.queries == plain.queries  # same questions and shapes: only the place differs
+        assert always.passages[-1] == GOLD and always.gold == len(always.passages) - 1
+        rest = [p for p in plain.passages if p != GOLD]
+        assert list(always.passages[:-1]) == rest  # the distractors keep their order
+    half = [make(seed, gold_last=0.5, place_rng=random.Random(seed)) for seed in range(200)]
+    multi = [item for item in half if len(item.passages) > 1]
+    last = sum(item.gold == len(item.passages) - 1 for item in multi) / len(multi)
+    assert 0.5 < last < 0.85  # 0.5 moved + the random share of the other half (about 1/3 here)
+    with pytest.raises(ValueError, match="place_rng"):
+        make(0, gold_last=0.5, max_distractors=4, group=GROUP)  # no stream of its own to draw from
+
+
 def test_qa_item_small_pool_does_not_hang():
     # Fewer distinct passages than max_distractors: as many distractors as there are, no endless search.
     same = {"A": [GOLD, "other"]}
@@ -309,6 +327,29 @@ def test_bad_source_weights_are_refused(tmp_path):
         TrainConfig(stage="qa", qa_data=("a.json@0", "b.json@1"), out_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="not text_data"):
         TrainConfig(stage="lm", text_data=("a.json@2",), out_dir=str(tmp_path))
+
+
+def test_item_stream_gold_last_keeps_the_items(tmp_path):
+    path = tmp_path / "train.json"
+    write_squad(path)
+    kw = {"stage": "qa", "qa_data": (str(path),), "out_dir": str(tmp_path / "run"), "max_questions": 2}
+    plain = list(itertools.islice(item_stream(TrainConfig(**kw)), 60))
+    last = list(itertools.islice(item_stream(TrainConfig(gold_last=1.0, **kw)), 60))
+    assert [set(a.passages) for a in plain] == [set(b.passages) for b in last]
+    assert [a.queries for a in plain] == [b.queries for b in last]
+    assert all(b.gold == len(b.passages) - 1 for b in last)
+    assert any(a.gold != len(a.passages) - 1 for a in plain)  # random order put it elsewhere at least once
+    assert "gold last 1" in TrainConfig(gold_last=1.0, **kw).recipe()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_gold_last_is_a_chance(tmp_path, bad):
+    from sac_rag import ConfigError
+
+    with pytest.raises(ConfigError, match="gold_last"):
+        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), gold_last=bad)
+    with pytest.raises(ConfigError, match="QA stage"):
+        TrainConfig(stage="lm", text_data=("a.txt",), out_dir=str(tmp_path), gold_last=0.5)
 
 
 def test_item_stream_lm_is_deterministic(tmp_path):

@@ -62,10 +62,16 @@ def build_prompt(shape: str, question: str, n: int) -> tuple:
 
 
 def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_article: dict[str, list[str]], *,
-            max_distractors: int, shapes: tuple[str, ...], max_questions: int = 4) -> TrainItem:
+            max_distractors: int, shapes: tuple[str, ...], max_questions: int = 4, gold_last: float = 0.0,
+            place_rng: random.Random | None = None) -> TrainItem:
     """Questions about one gold passage (up to ``max_questions``), the passage among 0..``max_distractors``
     distractors (half from the same article when it has others), in random order, each question in a random
-    prompt shape."""
+    prompt shape.
+
+    With ``gold_last`` > 0 the gold passage is moved to the last place with that chance (the others keep their
+    random order): the order the integrations send by default, the retriever's best passage nearest the question.
+    That draw comes from ``place_rng`` (its own stream), so the questions, distractors and shapes stay those of
+    the same seed without it."""
     ex = group[0]
     gold = ex.passages[0]
     k = rng.randint(0, max_distractors) if max_distractors > 0 else 0
@@ -84,6 +90,12 @@ def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_ar
                 distractors.append(p)
     passages = [gold, *distractors]
     rng.shuffle(passages)
+    if gold_last > 0 and len(passages) > 1:
+        if place_rng is None:
+            raise ValueError("gold_last needs place_rng, a stream of its own")
+        if place_rng.random() < gold_last:
+            passages.remove(gold)
+            passages.append(gold)
     queries = []
     for q in rng.sample(group, min(max_questions, len(group))):
         prompt = build_prompt(rng.choice(shapes), q.question, len(passages))

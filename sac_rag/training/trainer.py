@@ -97,6 +97,10 @@ class TrainConfig:
     # (the masses grounded decoding's passage pick reads; see passage_choice_loss); 0 turns it off
     passage_choice: float = 0.0
     passage_choice_top_k: int = 128  # the first step's most probable tokens that the masses are summed over
+    # chance that an item's gold passage is moved to the last place (QA stage, items with distractors): the
+    # integrations' default order (the most relevant passage last); drawn from a stream of its own, so the items
+    # are otherwise those of the same seed; 0 keeps the random order
+    gold_last: float = 0.0
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -142,6 +146,10 @@ class TrainConfig:
             raise ConfigError(f"passage_choice must be a finite weight >= 0, got {self.passage_choice}")
         if self.passage_choice and self.stage != "qa":
             raise ConfigError("passage_choice applies to the QA stage (it scores the answer's first token)")
+        if not (math.isfinite(self.gold_last) and 0.0 <= self.gold_last <= 1.0):
+            raise ConfigError(f"gold_last must be a chance in [0, 1], got {self.gold_last}")
+        if self.gold_last and self.stage != "qa":
+            raise ConfigError("gold_last applies to the QA stage (it places the gold passage)")
         if self.passage_choice_top_k < 1:
             raise ConfigError(f"passage_choice_top_k must be >= 1, got {self.passage_choice_top_k}")
         if self.teacher_adapter and not self.distill:
@@ -169,6 +177,8 @@ class TrainConfig:
             parts.append(f"distill {self.distill:g}" + (" from full-ft" if self.teacher_adapter else ""))
         if self.passage_choice:
             parts.append(f"passage choice {self.passage_choice:g}")
+        if self.gold_last:
+            parts.append(f"gold last {self.gold_last:g}")
         if self.joint_ratios:
             parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
@@ -243,6 +253,7 @@ def mixture(cfg: TrainConfig) -> list[SourceShare]:
 def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
     """An endless, seeded stream of training items (the same seed gives the same stream)."""
     rng = random.Random(cfg.seed)
+    place = {"gold_last": cfg.gold_last, "place_rng": random.Random(f"{cfg.seed}/gold-last")} if cfg.gold_last else {}
     if cfg.stage == "qa":
         per_source = [_load_spec(spec) for spec in cfg.qa_data]
         examples = [e for source in per_source for e in source]
@@ -252,14 +263,14 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
         if weights[0] is not None:  # each source's share of the gold passages, as given
             for group in _weighted_order([_gold_groups(s) for s in per_source], weights, rng):
                 yield qa_item(group, rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
-                              max_questions=cfg.max_questions)
+                              max_questions=cfg.max_questions, **place)
         grouped = _gold_groups(examples)  # no weights: every gold passage once per pass, in one shuffled order
         while True:
             order = list(range(len(grouped)))
             rng.shuffle(order)
             for i in order:
                 yield qa_item(grouped[i], rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
-                              max_questions=cfg.max_questions)
+                              max_questions=cfg.max_questions, **place)
     texts = [p for spec in (cfg.text_data or cfg.qa_data) for ps in articles(_load_spec(spec)).values() for p in ps]
     while True:
         order = list(range(len(texts)))

@@ -1,12 +1,14 @@
-"""Session 22's rule (README.md): paired F1 of one run against another, per setting and pooled over the four,
-with standard errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, default; FOLDER: where
-the eval files are, this one by default; session 23's rule reads ../s23 with it)."""
+"""Session 22's rule (README.md): paired F1 of one run against another, per setting and pooled, with standard
+errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, default; FOLDER: where the eval files
+are, this one by default; sessions 23 and 24 read ../s23 and ../s24 with it). Settings: sq/nq gold passage alone,
+sqr/nqr among 4 distractors in random order, sqo/nqo among 4 distractors in relevance order (session 24)."""
 import json, math, sys
 from pathlib import Path
 
 cand, ref = sys.argv[1], sys.argv[2]
 here = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).parent
-names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors"}
+names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "sqo": "SQuAD among 4 distractors, relevance order",
+         "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors", "nqo": "NQ-open among 4 distractors, relevance order"}
 
 
 def f1s(run, setting):
@@ -19,21 +21,29 @@ def stats(d):
     return 100 * m, 100 * math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
 
 
-pooled, distractors = [], []
+pooled, distractors, relevance, integrations = [], [], [], []
 print(f"| setting | {cand} F1 | {ref} F1 | paired gain [standard error] |\n|---|---|---|---|")
 for s, name in names.items():
     a, b = f1s(cand, s), f1s(ref, s)
     if a is None or b is None:
-        print(f"| {name} | (not run) | | |")
+        if s[-1] != "o":  # the relevance-order settings exist from session 24 on
+            print(f"| {name} | (not run) | | |")
         continue
     assert a.keys() == b.keys(), f"{s}: the runs answered different questions"
     d = [a[k] - b[k] for k in a]
     pooled += d
     if s.endswith("r"):
         distractors += d
+    if s.endswith("o"):
+        relevance += d
+    if s in ("sq", "nq", "sqo", "nqo"):
+        integrations += d
     m, se = stats(d)
     print(f"| {name} | {100 * sum(a.values()) / len(a):.2f} | {100 * sum(b.values()) / len(b):.2f} | {m:+.2f} [{se:.2f}] |")
-for label, d in (("among distractors", distractors), ("pooled", pooled)):
+groups = [("among distractors", distractors)]
+if relevance:  # session 24: random order stays "among distractors"; its rule pools the integrations' settings
+    groups += [("relevance order", relevance), ("gold alone and relevance order", integrations)]
+for label, d in (*groups, ("pooled", pooled)):
     if len(d) > 1:
         m, se = stats(d)
         print(f"| {label} ({len(d)} answers) | | | {m:+.2f} [{se:.2f}] |")
