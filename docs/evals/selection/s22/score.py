@@ -41,8 +41,9 @@ for s, name in names.items():
     m, se = stats(d)
     print(f"| {name} | {100 * sum(a.values()) / len(a):.2f} | {100 * sum(b.values()) / len(b):.2f} | {m:+.2f} [{se:.2f}] |")
 groups = [("among distractors", distractors)]
-if relevance:  # session 24: random order stays "among distractors"; its rule pools the integrations' settings
-    groups += [("relevance order", relevance), ("gold alone and relevance order", integrations)]
+if relevance:  # session 24's rule pools the integrations' settings, and reads random order on its own
+    groups = [("among distractors, random order", distractors), ("relevance order", relevance),
+              ("gold alone and relevance order", integrations)]
 for label, d in (*groups, ("pooled", pooled)):
     if len(d) > 1:
         m, se = stats(d)
