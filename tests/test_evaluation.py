@@ -178,6 +178,15 @@ def test_evaluate_refuses_to_reuse_another_run(sac, squad, tmp_path):
     with pytest.raises(InvalidInputError, match="adapter"):
         evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
     previous["summary"]["fingerprint"] = sac.fingerprint
+    previous["summary"]["adapter"] = "/elsewhere/a-copy-of-the-same-adapter"  # the fingerprint decides, not the path
+    short.write_text(json.dumps(previous))
+    assert evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short,
+                    progress=False)["summary"]["reused"]["n"] == 2
+    del previous["summary"]["fingerprint"]  # an old file without one: then the path must match too
+    short.write_text(json.dumps(previous))
+    with pytest.raises(InvalidInputError, match="adapter"):
+        evaluate(sac, EvalConfig(data=squad, method="full", limit=3, max_new_tokens=2), reuse=short, progress=False)
+    previous["summary"]["fingerprint"] = sac.fingerprint
     previous["summary"]["dtype"] = "bfloat16" if sac.dtype == torch.float32 else "float32"  # greedy answers may differ
     short.write_text(json.dumps(previous))
     with pytest.raises(InvalidInputError, match="dtype"):

@@ -224,12 +224,13 @@ def reusable_records(sac, cfg: EvalConfig, previous: str | Path) -> list[dict]:
     differ = sorted(k for k in set(mine) | set(prev_cfg) if k != "limit" and mine.get(k) != prev_cfg.get(k))
     if prev.get("model") != sac.source:
         differ.append(f"model ({prev.get('model')!r} vs {sac.source!r})")
-    if "fingerprint" in prev_summary:  # base model, adapter weights and SAC config, hashed
-        same_weights = prev_summary["fingerprint"] == sac.fingerprint
-    else:  # files written before the fingerprint was recorded: the adapter's own record ("status" is prose)
+    if "fingerprint" in prev_summary:  # base model, adapter weights and SAC config, hashed: an adapter copied
+        same_adapter = prev_summary["fingerprint"] == sac.fingerprint  # elsewhere (a candidate shipped) still counts
+    else:  # files written before the fingerprint was recorded: the path and the adapter's record ("status" is prose)
         info = lambda d: {k: v for k, v in (d or {}).items() if k != "status"}  # noqa: E731
-        same_weights = info(prev_summary.get("adapter_info")) == info(sac.adapter_info)
-    if prev_summary.get("adapter") != _adapter_of(sac) or not same_weights:
+        same_adapter = (prev_summary.get("adapter") == _adapter_of(sac)
+                        and info(prev_summary.get("adapter_info")) == info(sac.adapter_info))
+    if not same_adapter:
         differ.append("adapter")
     mine_dtype = run_precision(sac)["dtype"]
     if recorded_dtype(prev_summary) != mine_dtype:
