@@ -42,6 +42,7 @@ from .generation import DecoderContext, GenerationOutput, SamplingParams, Stream
 from .grounding import generate_grounded
 from .kv import AnchorKV
 from .models import DEFAULT_MODEL, load_base, model_fingerprint, rotary_of
+from .ordering import prompt_order
 
 __all__ = ["SACModel", "shipped_adapter"]
 
@@ -511,22 +512,32 @@ class SACModel:
         return [*kvs, QA_TEMPLATE.format(question=question.strip())]
 
     def answer(self, question: str, passages: Sequence[str] | str, *, max_new_tokens: int = 32, grounded: bool = False,
-               **kwargs) -> GenerationOutput:
+               order: str = "as_given", scores: Sequence[float] | None = None, **kwargs) -> GenerationOutput:
         """Compress ``passages`` and answer ``question`` with the template the adapter was trained on.
 
-        ``grounded=True``: the answer is a span of one of the passages (``output.span`` gives which and where)."""
+        ``grounded=True``: the answer is a span of one of the passages (``output.span`` gives which and where,
+        indexed in ``passages`` as given). ``order``: where the passages go in the prompt (``sac_rag.ordering``);
+        ``"most_relevant_last"`` puts the most relevant one nearest the question, the order the shipped 5x adapter
+        is trained for, ranking by ``scores`` (higher: more relevant) or, without them, taking ``passages`` as
+        ranked best first, as retrievers return them. The default keeps ``passages`` as given."""
         if isinstance(passages, str):
             passages = [passages]
         if passages is not None and (isinstance(passages, (bytes, bytearray)) or not isinstance(passages, Sequence)):
             raise InvalidInputError(f"passages must be a string or a list of strings, got {type(passages).__name__}")
+        passages = list(passages or [])
+        placed = prompt_order(len(passages), scores, order)  # checks order and scores
         self.qa_segments(question, [])  # check the question before compressing anything
-        kvs = self.compress_batch(list(passages)) if passages else []
+        in_prompt = [passages[i] for i in placed]
+        kvs = self.compress_batch(in_prompt) if in_prompt else []
         kwargs.setdefault("stop", ["\n"])
         if grounded:
             if not passages:
                 raise InvalidInputError("grounded=True needs passages to take the answer from")
-            kwargs["ground"] = list(passages)
-        return self.generate(self.qa_segments(question, kvs), max_new_tokens=max_new_tokens, **kwargs)
+            kwargs["ground"] = in_prompt
+        out = self.generate(self.qa_segments(question, kvs), max_new_tokens=max_new_tokens, **kwargs)
+        if out.span is not None:  # the caller's index, not the prompt's
+            out = replace(out, span=replace(out.span, passage=placed[out.span.passage]))
+        return out
 
     def __repr__(self) -> str:
         state = "trained" if self.trained else "untrained"

@@ -245,3 +245,26 @@ def test_end_bias_on_the_model_api(make_sac):
         sac.generate([*kvs, QUESTION], max_new_tokens=4, end_bias=-1.0)  # free decoding has no end_bias
     with pytest.raises(InvalidInputError):
         sac.answer("who built the coil?", PASSAGES, end_bias=-1.0)
+
+
+def test_answer_places_passages_by_relevance_and_reports_the_callers_index(make_sac):
+    """``answer(order="most_relevant_last")`` answers as if the caller had put the passages in that order itself,
+    and its span indexes the passages as the caller gave them."""
+    sac = make_sac("llama", seed=3, ratio=5)
+    q = "who built the coil?"
+    ranked_first = [PASSAGES[0], PASSAGES[1]]  # best first, as a retriever returns them
+    placed = sac.answer(q, ranked_first, grounded=True, order="most_relevant_last", max_new_tokens=8)
+    by_hand = sac.answer(q, ranked_first[::-1], grounded=True, max_new_tokens=8)
+    assert placed.token_ids == by_hand.token_ids and placed.text == by_hand.text
+    assert placed.span is not None and by_hand.span is not None  # seed 3 answers with a span
+    assert placed.span.passage == 1 - by_hand.span.passage  # back in the caller's numbering
+    assert ranked_first[placed.span.passage][placed.span.start : placed.span.end] == placed.text
+    scored = sac.answer(q, ranked_first[::-1], grounded=True, order="most_relevant_last", scores=[0.2, 0.9],
+                        max_new_tokens=8)  # scores rank them: the same prompt as above
+    assert scored.token_ids == by_hand.token_ids
+    assert sac.answer(q, ranked_first, order="as_given", max_new_tokens=8).token_ids == \
+        sac.answer(q, ranked_first, max_new_tokens=8).token_ids
+    with pytest.raises(InvalidInputError, match="order"):
+        sac.answer(q, ranked_first, order="best_last")
+    with pytest.raises(InvalidInputError, match="scores"):
+        sac.answer(q, ranked_first, order="most_relevant_last", scores=[1.0])
