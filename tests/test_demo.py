@@ -16,7 +16,7 @@ def test_demo_runs_and_reads_every_passage_from_the_store(capsys):
     out = capsys.readouterr().out
     assert "Adapter: " in out and "UNTRAINED" not in out  # the shipped 5x adapter
     # its training record: the last run's examples and, since it continued an earlier adapter, all of them
-    assert re.search(r"Adapter: .*\(trained: qa stage, [\d,]+ examples \([\d,]+ in all\)", out)
+    assert re.search(r"Adapter: .*\(trained: qa stage, (?:[\d,]+ steps, )?[\d,]+ examples \([\d,]+ in all\)", out)
     assert "Indexed 40 passages" in out
     assert re.search(r"Precompressed: 40 compressed now, 0 already in the store \(memory\)", out)
     assert out.count("   SAC : ") == 2 and out.count("   full: ") == 2
