@@ -208,6 +208,17 @@ def cmd_breakdown(args: argparse.Namespace) -> int:
         cells = " | ".join(f"{r.counts[c]} ({r.share(c):.0f}%)" for c in CATEGORIES)
         gold = "" if not grounded else (" n/a |" if r.spans is None else f" {r.from_gold} of {r.spans} ({r.gold_share() or 0:.0f}%) |")
         print(f"| {r.path} | {r.method} | {r.n} | {cells} |{gold}")
+    placed = [r for r in rows if r.by_gold_place]
+    if placed:
+        most = max(max(r.by_gold_place) for r in placed)
+        print("\nF1 by the gold passage's place in the prompt, counted from the end (1: last, nearest the question): "
+              "questions, mean F1")
+        print("| file | " + " | ".join(f"place {k}" for k in range(1, most + 1)) + " |")
+        print("|---|" + "---|" * most)
+        for r in placed:
+            cells = " | ".join(f"{int(c['n'])}, {c['f1']:.1f}" if (c := r.by_gold_place.get(k)) else "-"
+                              for k in range(1, most + 1))
+            print(f"| {r.path} | {cells} |")
     return 0
 
 

@@ -111,3 +111,27 @@ def test_grounded_runs_count_the_answers_taken_from_the_gold_passage(run, capsys
     path.write_text(json.dumps(doc))
     with pytest.raises(InvalidInputError, match="span names passage 7, but the question had 2"):
         breakdown(path)
+
+
+def test_f1_by_the_gold_passage_place(run, capsys):
+    path, _, items = run
+    result = breakdown(path)
+    # the fixture's answers in CATEGORIES order score F1 1 (exact), above 0 (partial), then 0 for the rest
+    records = json.loads(path.read_text())["records"]
+    expected: dict[int, list[float]] = {}
+    for (example, passages), record in zip(items, records):
+        expected.setdefault(2 - passages.index(example.passages[0]), []).append(record["f1"])
+    assert set(result.by_gold_place) == set(expected) and set(expected) <= {1, 2}
+    for place, f1s in expected.items():
+        assert result.by_gold_place[place] == {"n": len(f1s), "f1": pytest.approx(100 * sum(f1s) / len(f1s))}
+    assert sum(c["n"] for c in result.by_gold_place.values()) == 6
+    assert main(["breakdown", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "F1 by the gold passage's place" in out and "| place 1 | place 2 |" in out
+    # one passage a question: no place to report, and no table
+    doc = json.loads(path.read_text())
+    doc["config"]["passages"] = 1
+    path.write_text(json.dumps(doc))
+    assert breakdown(path).by_gold_place == {}
+    assert main(["breakdown", str(path)]) == 0
+    assert "F1 by the gold passage's place" not in capsys.readouterr().out

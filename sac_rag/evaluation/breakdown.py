@@ -6,7 +6,11 @@ into one of: ``exact`` (EM 1), ``partial`` (F1 above 0), and for F1 0: ``gold_pa
 gold passage, the wrong one), ``distractor`` (a span of another passage the question was given), ``no_passage``
 (in none of them: invented or garbled) or ``empty``. A span is a run of whole words after SQuAD normalisation.
 For a grounded run (its records carry the answer's ``span``), it also counts the answers taken from the gold
-passage, whatever their score: with distractors, how often the decoder chose the right passage.
+passage, whatever their score: with distractors, how often the decoder chose the right passage. With
+distractors it also gives the mean F1 by the gold passage's place in the prompt, counted from the end (1: the last
+passage, nearest the question): in a run ordered by relevance, the questions where the retriever did not rank the
+gold passage first are the ones where it is not last, which is what an adapter trained to lean on the last passage
+risks.
 
 It re-derives each question's passages from the run's recorded config (data file, shuffle seed, offset, passage
 count) with the harness's own selection, so it needs the data file (``data`` overrides a path recorded on another
@@ -15,7 +19,7 @@ machine) and checks every question id against the records. It knows eval files a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import InvalidInputError
@@ -40,6 +44,9 @@ class Breakdown:
     # records carry no spans, a free-decoding run)
     from_gold: int | None = None
     spans: int | None = None
+    # with distractors: the gold passage's place counted from the end (1: last) -> {"n": questions, "f1": mean F1,
+    # in percent}; empty for runs with one passage a question
+    by_gold_place: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def share(self, category: str) -> float:
         """The percentage of the run's answers in ``category``."""
@@ -95,6 +102,7 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
     counts = {c: 0 for c in CATEGORIES}
     ids: dict[str, list[str]] = {c: [] for c in CATEGORIES}
     from_gold = spans = 0
+    places: dict[int, list[float]] = {}
     for i, ((example, passages), record) in enumerate(zip(items, records)):
         if record.get("id") != example.id:
             raise InvalidInputError(f"{path}: answer {i} is for question {record.get('id')!r}, but the data gives "
@@ -102,6 +110,8 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
         category = categorize(record, example.passages[0], list(passages))
         counts[category] += 1
         ids[category].append(example.id)
+        if len(passages) > 1 and example.passages[0] in passages:
+            places.setdefault(len(passages) - list(passages).index(example.passages[0]), []).append(float(record["f1"]))
         span = record.get("span")
         if isinstance(span, dict):
             where = span.get("passage")
@@ -112,4 +122,5 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
             from_gold += passages[where] == example.passages[0]
     grounded = any("span" in r for r in records)
     return Breakdown(str(path), str(run["config"].get("method", "?")), len(records), counts, ids,
-                     from_gold if grounded else None, spans if grounded else None)
+                     from_gold if grounded else None, spans if grounded else None,
+                     {k: {"n": len(v), "f1": 100.0 * sum(v) / len(v)} for k, v in sorted(places.items())})

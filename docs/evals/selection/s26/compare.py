@@ -1,0 +1,53 @@
+"""Session 26: the results tables' sac 15x files of the new 15x adapter (NEW folder) paired against the old one's
+(OLD folder), per file and pooled by group; the relevance-order runs of both are read from ORDERING (the old
+adapter's were made last, where time allowed).
+Usage, from the repository's root: python3 docs/evals/selection/s26/compare.py docs/evals docs/evals/previous-x15-s16
+[docs/evals/ordering]"""
+import json, math, sys
+from pathlib import Path
+
+new, old = Path(sys.argv[1]), Path(sys.argv[2])
+ordering = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("docs/evals/ordering")
+files = {  # file -> group
+    "squad500_sac15_grounded.json": "gold alone, grounded", "nq500_sac15_grounded.json": "gold alone, grounded",
+    "squad500_rag5_sac15gl75_grounded_relevance.json": "relevance order, grounded",
+    "nq500_rag5_sac15gl75_grounded_relevance.json": "relevance order, grounded",
+    "squad500_rag5_sac15_grounded.json": "random order, grounded", "nq500_rag5_sac15_grounded.json": "random order, grounded",
+    "squad500_sac15.json": "gold alone, free", "nq500_sac15.json": "gold alone, free",
+    "squad500_rag5_sac15.json": "random order, free", "nq500_rag5_sac15.json": "random order, free",
+    "squad_sac15.json": "SQuAD gold, free (200 q)",
+}
+old_rel = {"squad500_rag5_sac15gl75_grounded_relevance.json": "squad500_rag5_sac15_grounded_relevance.json",
+           "nq500_rag5_sac15gl75_grounded_relevance.json": "nq500_rag5_sac15_grounded_relevance.json"}
+
+
+def load(p):
+    return {r["id"]: r["f1"] for r in json.loads(p.read_text())["records"]} if p.exists() else None
+
+
+def stats(d):
+    m = sum(d) / len(d)
+    return 100 * m, 100 * math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+groups = {}
+print("| file | old F1 | new F1 | paired gain [se] | better / worse |\n|---|---|---|---|---|")
+for f, g in files.items():
+    a, b = (load(ordering / f), load(ordering / old_rel[f])) if f in old_rel else (load(new / f), load(old / f))
+    if a is None or b is None:
+        print(f"| {f} | (missing) | {'' if a is None else f'{100*sum(a.values())/len(a):.1f}'} | | |")
+        continue
+    assert a.keys() == b.keys(), f
+    d = [a[k] - b[k] for k in a]
+    groups.setdefault(g, []).extend(d)
+    m, se = stats(d)
+    print(f"| {f} | {100*sum(b.values())/len(b):.1f} | {100*sum(a.values())/len(a):.1f} | {m:+.2f} [{se:.2f}] | "
+          f"{sum(x > 0 for x in d)} / {sum(x < 0 for x in d)} |")
+print()
+for g, d in groups.items():
+    m, se = stats(d)
+    print(f"| {g} ({len(d)} answers) | {m:+.2f} [{se:.2f}] |")
+integ = groups.get("gold alone, grounded", []) + groups.get("relevance order, grounded", [])
+if integ:
+    m, se = stats(integ)
+    print(f"| the integrations' settings: gold alone + relevance order, grounded ({len(integ)}) | {m:+.2f} [{se:.2f}] |")
