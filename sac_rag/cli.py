@@ -145,7 +145,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(data=args.data, fmt=args.format, parity=args.parity, method=args.method, ratio=args.ratio,
                      passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed,
                      llmlingua_segment=args.llmlingua_segment, grounded=args.grounded or args.pick_passage,
-                     pick_passage=args.pick_passage, order=args.order)
+                     pick_passage=args.pick_passage, order=args.order,
+                     distractors=args.distractors)
     if args.method == "full-ft" and not args.adapter:
         raise SystemExit("--method full-ft needs --adapter (a run of: sac-rag train --method full-ft)")
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
@@ -342,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", choices=("random", "relevance"), default="random",
                    help="where the passages go: random (drawn with --seed), or relevance: the same passages ranked by the "
                         "embedded MiniLM's similarity to the question, most relevant last, as the integrations place them")
+    p.add_argument("--distractors", choices=("random", "retrieved"), default="random",
+                   help="with --passages > 1: random passages of the file (drawn with --seed), or retrieved: those the "
+                        "embedded MiniLM ranks nearest the question that hold none of its answers (a retriever's near misses)")
     p.add_argument("--pick-passage", action="store_true",
                    help="grounded, two-stage: pick the passage the decoder points at reading all of them, then answer "
                         "from it read alone (implies --grounded; the picked passage's second read is counted)")

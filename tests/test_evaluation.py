@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 
 import pytest
@@ -540,3 +541,60 @@ def test_evaluate_records_the_order(sac, squad):
     result = evaluate(sac, cfg, progress=False)
     assert result["config"]["order"] == "relevance"
     assert [r["id"] for r in result["records"]] == [e.id for e, _ in select_examples(cfg)]
+
+
+def test_select_examples_with_retrieved_distractors(tmp_path):
+    """``distractors="retrieved"``: each question's distractors are the passages the embedded MiniLM ranks nearest
+    it, leaving out any that holds one of its answers (hard negatives), so the gold passage need not rank first."""
+    from sac_rag.evaluation.metrics import normalize
+    from sac_rag.retrieval import default_embedder
+
+    path = tmp_path / "dev.json"
+    write_squad(path)
+    data = json.loads(path.read_text())
+    # a passage near the river question that holds its answer: never a distractor for it
+    data["data"][0]["paragraphs"].append({"context": "The river canal is 3 hundred kilometres long, beside the river.",
+                                          "qas": [{"id": "c0", "question": "How long is the river canal?",
+                                                   "answers": [{"text": "3 hundred kilometres"}]}]})
+    path.write_text(json.dumps(data))
+    cfg = EvalConfig(data=str(path), passages=3, limit=None, seed=3, distractors="retrieved")
+    items = select_examples(cfg)
+    assert len(items) == 6
+    pool = sorted({p for e, _ in items for p in e.passages})
+    embedder = default_embedder()
+    vectors = embedder.encode(pool, normalize_embeddings=True)
+    for e, passages in items:
+        assert len(passages) == len(set(passages)) == 3 and e.passages[0] in passages
+        answers = [normalize(a) for a in e.answers]
+        eligible = [p for p in pool if p != e.passages[0] and not any(f" {a} " in f" {normalize(p)} " for a in answers)]
+        sims = dict(zip(pool, (vectors @ embedder.encode([e.question], normalize_embeddings=True).T).ravel().tolist()))
+        nearest = sorted(eligible, key=lambda p: -sims[p])[:2]
+        assert sorted(p for p in passages if p != e.passages[0]) == sorted(nearest)
+    river = next(passages for e, passages in items if e.id == "p0")
+    assert not any("canal" in p for p in river)  # it holds the river question's answer
+    assert select_examples(cfg) == items  # deterministic
+    # ranked by relevance, the same passages; one passage a question: the gold one alone, as before
+    ranked = select_examples(replace(cfg, order="relevance"))
+    assert [(e.id, sorted(p)) for e, p in ranked] == [(e.id, sorted(p)) for e, p in items]
+    alone = select_examples(replace(cfg, passages=1))
+    assert all(p == [e.passages[0]] for e, p in alone)
+    with pytest.raises(InvalidInputError, match="distractors must be one of"):
+        EvalConfig(data=str(path), distractors="hard")
+
+
+def test_report_keeps_other_passage_settings_out_of_its_tables(sac, squad, tmp_path):
+    from sac_rag.evaluation.report import command
+
+    results = tmp_path / "results"
+    evaluate(sac, EvalConfig(data=squad, method="full", passages=2, limit=2, max_new_tokens=1),
+             out=results / "random.json", progress=False)
+    evaluate(sac, EvalConfig(data=squad, method="full", passages=2, limit=2, max_new_tokens=1, order="relevance",
+                             distractors="retrieved"), out=results / "retrieved.json", progress=False)
+    run = json.loads((results / "retrieved.json").read_text())
+    assert "--distractors retrieved" in command(run) and "--order relevance" in command(run)
+    plain = json.loads((results / "random.json").read_text())
+    assert "--distractors" not in command(plain) and "--order" not in command(plain)
+    text = write_report(results, tmp_path / "docs").read_text()
+    assert "from 1 eval files" in text
+    assert "Not in these tables, run in another passage setting (relevance order or retrieved distractors): retrieved.json." in text
+    assert "| random.json |" in text and "| retrieved.json |" not in text

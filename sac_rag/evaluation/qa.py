@@ -46,6 +46,7 @@ __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
 METHODS = ("sac", "full", "truncate", "closed-book", "llmlingua", "full-ft")
 ORDERINGS = ("random", "relevance")
+DISTRACTORS = ("random", "retrieved")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class EvalConfig:
     # where the passages go: "random" (drawn with the seed), or "relevance": ranked by the embedded MiniLM's
     # cosine to the question, most relevant last (nearest the question; sac_rag.ordering), as a RAG chain would
     order: str = "random"
+    # which distractors: "random" (drawn from the file's other passages with the seed), or "retrieved": the
+    # passages the embedded MiniLM ranks nearest the question that hold none of its answers (hard negatives, as a
+    # retriever's near misses are), so the gold passage need not rank first
+    distractors: str = "random"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,11 +88,14 @@ class EvalConfig:
             raise InvalidInputError("pick_passage reads each passage alone; llmlingua compresses them together")
         if self.order not in ORDERINGS:
             raise InvalidInputError(f"order must be one of {ORDERINGS}, got {self.order!r}")
+        if self.distractors not in DISTRACTORS:
+            raise InvalidInputError(f"distractors must be one of {DISTRACTORS}, got {self.distractors!r}")
 
 
 def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
     """Shuffle with ``seed``, keep ``limit``, and give each question its passages (gold first drawn, then shuffled;
-    with ``order="relevance"``, the same passages then ranked by the embedded retriever, most relevant last)."""
+    with ``distractors="retrieved"`` the distractors are the nearest passages without an answer instead of random
+    ones; with ``order="relevance"``, the same passages then ranked by the embedded retriever, most relevant last)."""
     examples = load_examples(cfg.data, cfg.fmt, parity=cfg.parity)
     rng = random.Random(cfg.seed)
     rng.shuffle(examples)
@@ -97,6 +105,8 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
     out = []
     for e in examples:
         passages = [e.passages[0]]
+        if cfg.distractors == "retrieved" and cfg.passages > 1:
+            passages += _nearest_without_answer(e, pool, cfg.passages - 1)
         while len(passages) < min(cfg.passages, len(pool)):
             p = rng.choice(pool)
             if p not in passages:
@@ -109,18 +119,45 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
 
 
 _EMBEDDER = None
+_POOLS: dict[tuple[str, ...], object] = {}  # a data file's passage pool -> its MiniLM embeddings
 
 
-def _by_relevance(question: str, passages: list[str]) -> list[str]:
+def _embedder():
     global _EMBEDDER
-    if len(passages) < 2:
-        return passages
     if _EMBEDDER is None:
         from ..retrieval import default_embedder
 
         _EMBEDDER = default_embedder()
-    q = _EMBEDDER.encode([question], normalize_embeddings=True)
-    p = _EMBEDDER.encode(passages, normalize_embeddings=True)
+    return _EMBEDDER
+
+
+def _nearest_without_answer(example: QAExample, pool: list[str], k: int) -> list[str]:
+    """The ``k`` passages of ``pool`` nearest ``example``'s question (MiniLM cosine), the gold passage and any
+    passage holding one of its answers (SQuAD-normalized, whole words) left out: hard negatives."""
+    from .metrics import normalize
+
+    key = tuple(pool)
+    if key not in _POOLS:
+        _POOLS[key] = _embedder().encode(pool, normalize_embeddings=True, batch_size=64)
+    q = _embedder().encode([example.question], normalize_embeddings=True)
+    scores = (_POOLS[key] @ q.T).ravel()
+    answers = [f" {a} " for a in (normalize(x) for x in example.answers) if a]
+    out: list[str] = []
+    for i in scores.argsort()[::-1]:
+        p = pool[int(i)]
+        if p == example.passages[0] or any(a in f" {normalize(p)} " for a in answers):
+            continue
+        out.append(p)
+        if len(out) == k:
+            break
+    return out
+
+
+def _by_relevance(question: str, passages: list[str]) -> list[str]:
+    if len(passages) < 2:
+        return passages
+    q = _embedder().encode([question], normalize_embeddings=True)
+    p = _embedder().encode(passages, normalize_embeddings=True)
     scores = [float(x) for x in (p @ q.T).ravel()]
     return [passages[i] for i in prompt_order(len(passages), scores, "most_relevant_last")]
 

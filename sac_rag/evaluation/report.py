@@ -118,6 +118,10 @@ def command(r: dict) -> str:
         parts.append(f"--offset {cfg['offset']}")
     if cfg.get("seed"):
         parts.append(f"--seed {cfg['seed']}")
+    if cfg.get("distractors", "random") != "random":
+        parts.append(f"--distractors {cfg['distractors']}")
+    if cfg.get("order", "random") != "random":
+        parts.append(f"--order {cfg['order']}")
     if cfg.get("pick_passage"):
         parts.append("--pick-passage")
     elif cfg.get("grounded"):
@@ -378,6 +382,11 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
     results_dir, out = Path(results_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = _load(results_dir)
+    # the tables compare methods on the same passages in a random order; runs in another passage setting (the
+    # relevance order, retrieved distractors) are named, not mixed into them
+    elsewhere = [r for r in results if r["config"].get("order", "random") != "random"
+                 or r["config"].get("distractors", "random") != "random"]
+    results = [r for r in results if all(r is not e for e in elsewhere)]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         cfg = r["config"]
@@ -390,6 +399,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
              "machine load, so compare speed in `docs/benchmarks.md`, not here.", "",
              "Regenerate this page: `" + " ".join(["sac-rag report", f"--results {results_dir}",
                                                    *(f"--log {p}" for p in logs), f"--out {out}"]) + "`", ""]
+    if elsewhere:
+        lines += ["Not in these tables, run in another passage setting (relevance order or retrieved distractors): "
+                  + ", ".join(sorted(r["_file"] for r in elsewhere)) + ".", ""]
     largest = _largest(groups)
     lines += _overview(groups, largest)
     for (data, parity, passages, limit), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
