@@ -1,12 +1,15 @@
 """Session 25: the results tables' sac 5x files of the new default (NEW folder) paired against the old default's
 (OLD folder), per file and pooled by group; the relevance-order runs of both are read from ORDERING.
 Usage, from the repository's root: python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x5-s18
-[docs/evals/ordering]"""
+[docs/evals/ordering] [RATIO]; session 26 paired the 15x adapters with RATIO 15 (its files are named sac15 where these
+say sac5; the bar's bf16 and two-shot runs were not made at 15x and print as missing):
+python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x15-s16 docs/evals/ordering 15"""
 import json, math, sys
 from pathlib import Path
 
 new, old = Path(sys.argv[1]), Path(sys.argv[2])
 ordering = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("docs/evals/ordering")
+tag = f"sac{sys.argv[4] if len(sys.argv) > 4 else 5}"
 files = {  # file -> group
     "squad500_sac5_grounded.json": "gold alone, grounded", "nq500_sac5_grounded.json": "gold alone, grounded",
     "squad500_rag5_sac5gl75_grounded_relevance.json": "relevance order, grounded",
@@ -19,6 +22,8 @@ files = {  # file -> group
 }
 old_rel = {"squad500_rag5_sac5gl75_grounded_relevance.json": "squad500_rag5_sac5_grounded_relevance.json",
            "nq500_rag5_sac5gl75_grounded_relevance.json": "nq500_rag5_sac5_grounded_relevance.json"}
+files = {f.replace("sac5", tag): g for f, g in files.items()}
+old_rel = {k.replace("sac5", tag): v.replace("sac5", tag) for k, v in old_rel.items()}
 
 
 def load(p):
@@ -35,7 +40,7 @@ print("| file | old F1 | new F1 | paired gain [se] | better / worse |\n|---|---|
 for f, g in files.items():
     a, b = (load(ordering / f), load(ordering / old_rel[f])) if f in old_rel else (load(new / f), load(old / f))
     if a is None or b is None:
-        print(f"| {f} | (missing) | | | |")
+        print(f"| {f} | (missing) | {'' if a is None else f'{100 * sum(a.values()) / len(a):.1f}'} | | |")
         continue
     assert a.keys() == b.keys(), f
     d = [a[k] - b[k] for k in a]

@@ -1,21 +1,5 @@
 #!/usr/bin/env bash
-# session 26's rule: one 15x adapter ($1 name, $2 path), grounded, float32, one thread; settings ($3, default all six):
-# sq/nq gold passage alone; sqo/nqo among 4 distractors in the integrations' order (--order relevance); sqr/nqr random order
-cd /work/main
-S=/work/shared/data; O=docs/evals/selection/s26; R=~/.cache/sac-rag/runs/s26
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-N=$1; A=$2
-E=".venv/bin/sac-rag eval --method sac --ratio 15 --dtype float32 --device cpu --grounded --limit 200 --adapter $A"
-SQ="--data $S/squad/squad-v1.1-dev-part2.json --offset 3900"
-NQ="--data $S/nq_open/nq-open-oracle.jsonl.gz --format nq --parity odd --offset 700"
-for K in ${3:-sq nq sqo nqo sqr nqr}; do
-  case $K in
-    sq) $E $SQ --json $O/${N}_sq.json ;;
-    nq) $E $NQ --json $O/${N}_nq.json ;;
-    sqo) $E $SQ --passages 5 --order relevance --json $O/${N}_sqo.json ;;
-    nqo) $E $NQ --passages 5 --order relevance --json $O/${N}_nqo.json ;;
-    sqr) $E $SQ --passages 5 --json $O/${N}_sqr.json ;;
-    nqr) $E $NQ --passages 5 --json $O/${N}_nqr.json ;;
-  esac > $R/log_${N}_${K}.txt 2>&1
-  echo "$(date +%T) done $N $K rc=$?" >> $R/progress.txt
-done
+# session 26's rule: one 15x adapter ($1 name, $2 path), grounded, float32, one thread; settings ($3, default all six),
+# session 24's script on session 26's slices: SQuAD part 2 questions 3900-4099, NQ-open odd items 700-899
+OUT=docs/evals/selection/s26 RUNS=~/.cache/sac-rag/runs/s26 RATIO=15 SQ_OFFSET=3900 NQ_OFFSET=700 \
+  exec /work/main/docs/evals/selection/s24/evals.sh "$@"
