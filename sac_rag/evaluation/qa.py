@@ -40,7 +40,7 @@ from ..grounding import _generate_picked, generate_grounded
 from ..errors import InvalidInputError
 from ..ordering import prompt_order
 from ..training.data import QAExample, load_examples
-from .metrics import score
+from .metrics import normalize, score
 
 __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
@@ -102,11 +102,10 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
     examples = examples[cfg.offset :]
     examples = examples[: cfg.limit] if cfg.limit else examples
     pool = sorted({p for e in load_examples(cfg.data, cfg.fmt, parity=cfg.parity) for p in e.passages})
+    nearest = _nearest_without_answer(examples, pool, cfg.passages - 1) if cfg.distractors == "retrieved" else None
     out = []
-    for e in examples:
-        passages = [e.passages[0]]
-        if cfg.distractors == "retrieved" and cfg.passages > 1:
-            passages += _nearest_without_answer(e, pool, cfg.passages - 1)
+    for i, e in enumerate(examples):
+        passages = [e.passages[0]] + (nearest[i] if nearest else [])
         while len(passages) < min(cfg.passages, len(pool)):
             p = rng.choice(pool)
             if p not in passages:
@@ -119,7 +118,6 @@ def select_examples(cfg: EvalConfig) -> list[tuple[QAExample, list[str]]]:
 
 
 _EMBEDDER = None
-_POOLS: dict[tuple[str, ...], object] = {}  # a data file's passage pool -> its MiniLM embeddings
 
 
 def _embedder():
@@ -131,25 +129,30 @@ def _embedder():
     return _EMBEDDER
 
 
-def _nearest_without_answer(example: QAExample, pool: list[str], k: int) -> list[str]:
-    """The ``k`` passages of ``pool`` nearest ``example``'s question (MiniLM cosine), the gold passage and any
-    passage holding one of its answers (SQuAD-normalized, whole words) left out: hard negatives."""
-    from .metrics import normalize
-
-    key = tuple(pool)
-    if key not in _POOLS:
-        _POOLS[key] = _embedder().encode(pool, normalize_embeddings=True, batch_size=64)
-    q = _embedder().encode([example.question], normalize_embeddings=True)
-    scores = (_POOLS[key] @ q.T).ravel()
-    answers = [f" {a} " for a in (normalize(x) for x in example.answers) if a]
-    out: list[str] = []
-    for i in scores.argsort()[::-1]:
-        p = pool[int(i)]
-        if p == example.passages[0] or any(a in f" {normalize(p)} " for a in answers):
-            continue
-        out.append(p)
-        if len(out) == k:
-            break
+def _nearest_without_answer(examples: list[QAExample], pool: list[str], k: int) -> list[list[str]]:
+    """For each example, the ``k`` passages of ``pool`` nearest its question (MiniLM cosine), the gold passage and
+    any passage holding one of its answers (SQuAD-normalized, whole words) left out: hard negatives."""
+    if k < 1 or not examples:
+        return [[] for _ in examples]
+    vectors = _embedder().encode(pool, normalize_embeddings=True, batch_size=64)  # once per selection
+    questions = _embedder().encode([e.question for e in examples], normalize_embeddings=True, batch_size=64)
+    normalized: dict[int, str] = {}  # pool index -> its normalized text, filled as candidates come up
+    out = []
+    for e, scores in zip(examples, questions @ vectors.T):
+        answers = [f" {a} " for a in (normalize(x) for x in e.answers) if a]
+        chosen: list[str] = []
+        for j in scores.argsort()[::-1]:
+            j = int(j)
+            if pool[j] == e.passages[0]:
+                continue
+            if j not in normalized:
+                normalized[j] = f" {normalize(pool[j])} "
+            if any(a in normalized[j] for a in answers):
+                continue
+            chosen.append(pool[j])
+            if len(chosen) == k:
+                break
+        out.append(chosen)
     return out
 
 
