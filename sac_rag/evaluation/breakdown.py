@@ -26,7 +26,7 @@ from ..errors import InvalidInputError
 from .compare import load_eval
 from .metrics import normalize
 
-__all__ = ["Breakdown", "CATEGORIES", "breakdown"]
+__all__ = ["Breakdown", "CATEGORIES", "breakdown", "gold_place"]
 
 CATEGORIES = ("exact", "partial", "gold_passage", "distractor", "no_passage", "empty")
 
@@ -62,6 +62,12 @@ class Breakdown:
 
 def _is_span(answer: str, passage: str) -> bool:
     return f" {answer} " in f" {normalize(passage)} "
+
+
+def gold_place(gold_passage: str, passages: list[str]) -> int:
+    """Where the gold passage sits in a question's prompt, counted from the end: 1 is the last passage, nearest the
+    question."""
+    return len(passages) - list(passages).index(gold_passage)
 
 
 def categorize(record: dict, gold_passage: str, passages: list[str]) -> str:
@@ -110,8 +116,8 @@ def breakdown(path: str | Path, *, data: str | Path | None = None) -> Breakdown:
         category = categorize(record, example.passages[0], list(passages))
         counts[category] += 1
         ids[category].append(example.id)
-        if len(passages) > 1 and example.passages[0] in passages:
-            places.setdefault(len(passages) - list(passages).index(example.passages[0]), []).append(float(record["f1"]))
+        if len(passages) > 1:
+            places.setdefault(gold_place(example.passages[0], passages), []).append(float(record["f1"]))
         span = record.get("span")
         if isinstance(span, dict):
             where = span.get("passage")

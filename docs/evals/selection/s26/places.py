@@ -5,6 +5,7 @@ Usage, from the repository's root: python3 docs/evals/selection/s26/places.py NE
 import json, math, sys
 from dataclasses import fields
 
+from sac_rag.evaluation.breakdown import gold_place
 from sac_rag.evaluation.qa import EvalConfig, select_examples
 
 pairs = list(zip(sys.argv[1::2], sys.argv[2::2]))
@@ -20,8 +21,7 @@ for new, old in pairs:
     items = select_examples(cfg)
     for (example, passages), ra, rb in zip(items, a["records"], b["records"]):
         assert ra["id"] == rb["id"] == example.id
-        place = len(passages) - passages.index(example.passages[0])
-        by_place.setdefault(place, []).append(ra["f1"] - rb["f1"])
+        by_place.setdefault(gold_place(example.passages[0], passages), []).append(ra["f1"] - rb["f1"])
 
 
 def stats(d):
