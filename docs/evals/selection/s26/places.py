@@ -1,6 +1,7 @@
 """Session 26: paired F1 of two adapters by the gold passage's place in the prompt (counted from the end, 1: last),
-pooled over pairs of eval files run in random order on the same questions. What an adapter trained to lean on the
-last passage costs when the gold passage is not last (a retriever whose top passage is wrong).
+pooled over pairs of eval files run on the same questions in the same passage setting (random order in session 26;
+retrieved distractors in relevance order in session 27). What an adapter trained to lean on the last passage costs
+when the gold passage is not last (a retriever whose top passage is wrong).
 Usage, from the repository's root: python3 docs/evals/selection/s26/places.py NEW_1 OLD_1 [NEW_2 OLD_2 ...]"""
 import json, math, sys
 from dataclasses import fields
@@ -14,8 +15,8 @@ for new, old in pairs:
     a, b = (json.load(open(p)) for p in (new, old))
     same = ("fmt", "parity", "passages", "limit", "offset", "seed")
     ca, cb = a["config"], b["config"]
-    assert all(ca.get(k) == cb.get(k) for k in same) and ca.get("order", "random") == cb.get("order", "random") == "random" \
-        and ca["data"].split("/")[-1] == cb["data"].split("/")[-1], f"{new} and {old} were not run on the same questions"
+    assert all(ca.get(k) == cb.get(k) for k in same) and ca.get("order", "random") == cb.get("order", "random") \
+        and ca.get("distractors", "random") == cb.get("distractors", "random") and ca["data"].split("/")[-1] == cb["data"].split("/")[-1], f"{new} and {old} were not run on the same questions"
     known = {f.name for f in fields(EvalConfig)}
     cfg = EvalConfig(**{k: v for k, v in a["config"].items() if k in known})
     items = select_examples(cfg)
