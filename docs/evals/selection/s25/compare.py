@@ -3,13 +3,18 @@
 Usage, from the repository's root: python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x5-s18
 [docs/evals/ordering] [RATIO]; session 26 paired the 15x adapters with RATIO 15 (its files are named sac15 where these
 say sac5; the bar's bf16 and two-shot runs were not made at 15x and print as missing):
-python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x15-s16 docs/evals/ordering 15"""
+python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x15-s16 docs/evals/ordering 15
+The relevance-order files are named sac5NEWTAG (new) and sac5OLDTAG (old) in ORDERING, "gl75" and "" unless given as the
+fifth and sixth arguments; session 28 paired the session-27 adapter against gl75 with
+python3 docs/evals/selection/s25/compare.py docs/evals docs/evals/previous-x5-s25 docs/evals/ordering 5 s27 gl75"""
 import json, math, sys
 from pathlib import Path
 
 new, old = Path(sys.argv[1]), Path(sys.argv[2])
 ordering = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("docs/evals/ordering")
 tag = f"sac{sys.argv[4] if len(sys.argv) > 4 else 5}"
+new_tag = sys.argv[5] if len(sys.argv) > 5 else "gl75"
+old_tag = sys.argv[6] if len(sys.argv) > 6 else ""
 files = {  # file -> group
     "squad500_sac5_grounded.json": "gold alone, grounded", "nq500_sac5_grounded.json": "gold alone, grounded",
     "squad500_rag5_sac5gl75_grounded_relevance.json": "relevance order, grounded",
@@ -22,8 +27,9 @@ files = {  # file -> group
 }
 old_rel = {"squad500_rag5_sac5gl75_grounded_relevance.json": "squad500_rag5_sac5_grounded_relevance.json",
            "nq500_rag5_sac5gl75_grounded_relevance.json": "nq500_rag5_sac5_grounded_relevance.json"}
-files = {f.replace("sac5", tag): g for f, g in files.items()}
-old_rel = {k.replace("sac5", tag): v.replace("sac5", tag) for k, v in old_rel.items()}
+files = {f.replace("sac5gl75", "sac5" + new_tag).replace("sac5", tag): g for f, g in files.items()}
+old_rel = {k.replace("sac5gl75", "sac5" + new_tag).replace("sac5", tag): v.replace("sac5", tag + old_tag)
+           for k, v in old_rel.items()}
 
 
 def load(p):
