@@ -115,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
         teacher_adapter=args.teacher_adapter, passage_choice=args.passage_choice, gold_last=args.gold_last,
+        hard_negatives=args.hard_negatives,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold-last", type=float, default=0.0,
                    help="chance that an item's gold passage goes last among its distractors, the order the "
                         "integrations send by default (QA stage; 0: random order)")
+    p.add_argument("--hard-negatives", type=float, default=0.0,
+                   help="chance that an item's distractors are hard negatives: passages the embedded MiniLM ranks "
+                        "nearest its questions that hold none of their answers (QA stage; 0: random distractors)")
     p.add_argument("--max-distractors", type=int, default=4)
     p.add_argument("--max-questions", type=int, default=4, help="questions decoded from one compression (QA stage)")
     p.add_argument("--threads", type=int, default=None)

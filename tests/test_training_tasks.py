@@ -361,3 +361,62 @@ def test_item_stream_lm_is_deterministic(tmp_path):
     assert items == list(itertools.islice(item_stream(cfg), 10))
     assert all(item.kind == "lm" for item in items)
     assert {item.passages[0][:6] for item in items[:4]} == {f"Doc {i}." for i in range(4)}  # each text once per pass
+
+
+def test_qa_item_hard_negatives_come_from_the_candidates():
+    hard = [SAME["B"][1], GOLD, SAME["C"][2], SAME["C"][3]]  # the gold passage among them is skipped
+    for seed in range(40):
+        plain = make(seed)
+        item = make(seed, hard=hard, hard_rng=random.Random(seed))
+        distractors = [p for p in item.passages if p != GOLD]
+        assert set(distractors) <= set(hard) - {GOLD}
+        assert len(distractors) == min(len(plain.passages) - 1, 3)  # as many as before while the candidates last
+        assert item.passages[item.gold] == GOLD
+    with pytest.raises(ValueError, match="hard_rng"):
+        make(0, hard=hard)
+
+
+def test_item_stream_hard_negatives(tmp_path):
+    """With ``hard_negatives=1`` every distractor is one of the gold passage's candidates: near its questions
+    (MiniLM) and holding none of their answers; with 0 the stream is the plain one."""
+    from sac_rag.negatives import nearest_without_answer
+    from sac_rag.training.data import load_examples
+
+    path = tmp_path / "train.json"
+    write_squad(path, articles=4)
+    kw = {"stage": "qa", "qa_data": (str(path),), "out_dir": str(tmp_path / "run"), "max_questions": 2,
+          "max_distractors": 2}
+    plain = list(itertools.islice(item_stream(TrainConfig(**kw)), 24))
+    assert plain == list(itertools.islice(item_stream(TrainConfig(hard_negatives=0.0, **kw)), 24))
+    hard = list(itertools.islice(item_stream(TrainConfig(hard_negatives=1.0, **kw)), 24))
+    examples = load_examples(str(path))
+    pool = list(dict.fromkeys(e.passages[0] for e in examples))
+    by_gold = {}
+    for e in examples:
+        by_gold.setdefault(e.passages[0], []).append(e)
+    golds = list(by_gold)
+    expected = nearest_without_answer([" ".join(e.question for e in by_gold[g]) for g in golds],
+                                      [[a for e in by_gold[g] for a in e.answers] for g in golds], golds, pool, 4)
+    candidates = dict(zip(golds, expected))
+    with_distractors = 0
+    for item in hard:
+        gold = item.passages[item.gold]
+        answers = {a for e in by_gold[gold] for a in e.answers}
+        for p in item.passages:
+            if p != gold:
+                assert p in candidates[gold] and not any(a in p for a in answers)
+        with_distractors += len(item.passages) > 1
+    assert with_distractors > 8
+    assert "hard negatives 1" in TrainConfig(hard_negatives=1.0, **kw).recipe()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_hard_negatives_is_a_chance(tmp_path, bad):
+    from sac_rag import ConfigError
+
+    with pytest.raises(ConfigError, match="hard_negatives"):
+        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), hard_negatives=bad)
+    with pytest.raises(ConfigError, match="QA stage"):
+        TrainConfig(stage="lm", text_data=("a.txt",), out_dir=str(tmp_path), hard_negatives=0.5)
+    with pytest.raises(ConfigError, match="max_distractors"):
+        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), hard_negatives=0.5, max_distractors=0)

@@ -37,10 +37,11 @@ import torch
 from ..config import QA_TEMPLATE
 from ..generation import SamplingParams, generate
 from ..grounding import _generate_picked, generate_grounded
+from ..negatives import nearest_without_answer
 from ..errors import InvalidInputError
 from ..ordering import prompt_order
 from ..training.data import QAExample, load_examples
-from .metrics import normalize, score
+from .metrics import score
 
 __all__ = ["EvalConfig", "METHODS", "evaluate", "select_examples"]
 
@@ -130,30 +131,12 @@ def _embedder():
 
 
 def _nearest_without_answer(examples: list[QAExample], pool: list[str], k: int) -> list[list[str]]:
-    """For each example, the ``k`` passages of ``pool`` nearest its question (MiniLM cosine), the gold passage and
-    any passage holding one of its answers (SQuAD-normalized, whole words) left out: hard negatives."""
+    """For each example, the ``k`` passages of ``pool`` nearest its question that hold none of its answers
+    (``sac_rag.negatives``: hard negatives), with the embedder this module ranks by."""
     if k < 1 or not examples:
         return [[] for _ in examples]
-    vectors = _embedder().encode(pool, normalize_embeddings=True, batch_size=64)  # once per selection
-    questions = _embedder().encode([e.question for e in examples], normalize_embeddings=True, batch_size=64)
-    normalized: dict[int, str] = {}  # pool index -> its normalized text, filled as candidates come up
-    out = []
-    for e, scores in zip(examples, questions @ vectors.T):
-        answers = [f" {a} " for a in (normalize(x) for x in e.answers) if a]
-        chosen: list[str] = []
-        for j in scores.argsort()[::-1]:
-            j = int(j)
-            if pool[j] == e.passages[0]:
-                continue
-            if j not in normalized:
-                normalized[j] = f" {normalize(pool[j])} "
-            if any(a in normalized[j] for a in answers):
-                continue
-            chosen.append(pool[j])
-            if len(chosen) == k:
-                break
-        out.append(chosen)
-    return out
+    return nearest_without_answer([e.question for e in examples], [e.answers for e in examples],
+                                  [e.passages[0] for e in examples], pool, k, embedder=_embedder())
 
 
 def _by_relevance(question: str, passages: list[str]) -> list[str]:

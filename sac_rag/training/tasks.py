@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..config import QA_TEMPLATE
 from .data import QAExample
@@ -63,7 +64,8 @@ def build_prompt(shape: str, question: str, n: int) -> tuple:
 
 def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_article: dict[str, list[str]], *,
             max_distractors: int, shapes: tuple[str, ...], max_questions: int = 4, gold_last: float = 0.0,
-            place_rng: random.Random | None = None) -> TrainItem:
+            place_rng: random.Random | None = None, hard: Sequence[str] | None = None,
+            hard_rng: random.Random | None = None) -> TrainItem:
     """Questions about one gold passage (up to ``max_questions``), the passage among 0..``max_distractors``
     distractors (half from the same article when it has others), in random order, each question in a random
     prompt shape.
@@ -71,7 +73,11 @@ def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_ar
     With ``gold_last`` > 0 the gold passage is moved to the last place with that chance (the others keep their
     random order): the order the integrations send by default, the retriever's best passage nearest the question.
     That draw comes from ``place_rng`` (its own stream), so the questions, distractors and shapes stay those of
-    the same seed without it."""
+    the same seed without it.
+
+    With ``hard`` (hard-negative candidates: passages near the questions that hold no answer, see
+    ``sac_rag.negatives``) the item's distractors are drawn from those, with ``hard_rng``, instead of from the
+    pool and the article: as many as before, fewer only where the candidates run short."""
     ex = group[0]
     gold = ex.passages[0]
     k = rng.randint(0, max_distractors) if max_distractors > 0 else 0
@@ -79,7 +85,12 @@ def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_ar
     siblings = [p for p in same_article.get(ex.article, []) if p != gold]
     rng.shuffle(siblings)
     k = min(k, len((set(pool) | set(siblings)) - {gold}))  # a small pool would never fill k distinct distractors
-    while len(distractors) < k:
+    if hard is not None:
+        if hard_rng is None:
+            raise ValueError("hard negatives need hard_rng, a stream of their own")
+        candidates = [p for p in dict.fromkeys(hard) if p != gold]
+        distractors = hard_rng.sample(candidates, min(k, len(candidates)))
+    while len(distractors) < k and hard is None:
         if siblings and rng.random() < 0.5:
             p = siblings.pop()
             if p not in distractors:  # it may already have been drawn from the pool

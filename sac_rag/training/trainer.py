@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..generation import DecoderContext, _prefill_batch
 from ..grounding import SpanIndex, tokens_by_passage
 from ..models import cache_dir
+from ..negatives import nearest_without_answer
 from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
@@ -101,6 +102,10 @@ class TrainConfig:
     # integrations' default order (the most relevant passage last); drawn from a stream of its own, so the items
     # are otherwise those of the same seed; 0 keeps the random order
     gold_last: float = 0.0
+    # chance that an item's distractors are hard negatives (QA stage): drawn from the passages the embedded MiniLM
+    # ranks nearest the item's questions that hold none of their answers (sac_rag.negatives, as the eval's
+    # ``--distractors retrieved``), not at random; the draw has a stream of its own; 0 keeps random distractors
+    hard_negatives: float = 0.0
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -150,6 +155,10 @@ class TrainConfig:
             raise ConfigError(f"gold_last must be a chance in [0, 1], got {self.gold_last}")
         if self.gold_last and self.stage != "qa":
             raise ConfigError("gold_last applies to the QA stage (it places the gold passage)")
+        if not (math.isfinite(self.hard_negatives) and 0.0 <= self.hard_negatives <= 1.0):
+            raise ConfigError(f"hard_negatives must be a chance in [0, 1], got {self.hard_negatives}")
+        if self.hard_negatives and (self.stage != "qa" or self.max_distractors < 1):
+            raise ConfigError("hard_negatives applies to the QA stage with max_distractors >= 1 (it picks distractors)")
         if self.passage_choice_top_k < 1:
             raise ConfigError(f"passage_choice_top_k must be >= 1, got {self.passage_choice_top_k}")
         if self.teacher_adapter and not self.distill:
@@ -179,6 +188,8 @@ class TrainConfig:
             parts.append(f"passage choice {self.passage_choice:g}")
         if self.gold_last:
             parts.append(f"gold last {self.gold_last:g}")
+        if self.hard_negatives:
+            parts.append(f"hard negatives {self.hard_negatives:g}")
         if self.joint_ratios:
             parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
@@ -250,6 +261,21 @@ def mixture(cfg: TrainConfig) -> list[SourceShare]:
     return [SourceShare(spec, len(source), n, b / total) for spec, source, n, b in zip(cfg.qa_data, per_source, counts, basis)]
 
 
+# hard-negative candidates kept per gold passage: twice the most distractors an item takes, so that an item's
+# distractors vary from one pass to the next
+HARD_CANDIDATES_PER_DISTRACTOR = 2
+
+
+def _hard_candidates(groups: list[list[QAExample]], pool: list[str], cfg: TrainConfig) -> dict[str, list[str]]:
+    """Gold passage -> the pool's passages nearest its questions (joined into one query) that hold none of their
+    answers, nearest first (``sac_rag.negatives``). Embeds the whole pool once: minutes on a CPU for a large one."""
+    queries = [" ".join(dict.fromkeys(e.question for e in g)) for g in groups]
+    answers = [[a for e in g for a in e.answers] for g in groups]
+    golds = [g[0].passages[0] for g in groups]
+    lists = nearest_without_answer(queries, answers, golds, pool, HARD_CANDIDATES_PER_DISTRACTOR * cfg.max_distractors)
+    return dict(zip(golds, lists))
+
+
 def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
     """An endless, seeded stream of training items (the same seed gives the same stream)."""
     rng = random.Random(cfg.seed)
@@ -259,18 +285,26 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
         examples = [e for source in per_source for e in source]
         same = articles(examples)  # distractors come from every source
         pool = [p for ps in same.values() for p in ps]
+        nearest = _hard_candidates(_gold_groups(examples), pool, cfg) if cfg.hard_negatives else {}
+        hard_rng = random.Random(f"{cfg.seed}/hard-negatives")
+
+        def item(group: list[QAExample]) -> TrainItem:
+            hard = {}
+            if nearest and hard_rng.random() < cfg.hard_negatives:
+                hard = {"hard": nearest[group[0].passages[0]], "hard_rng": hard_rng}
+            return qa_item(group, rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
+                           max_questions=cfg.max_questions, **place, **hard)
+
         weights = [split_weight(spec)[1] for spec in cfg.qa_data]
         if weights[0] is not None:  # each source's share of the gold passages, as given
             for group in _weighted_order([_gold_groups(s) for s in per_source], weights, rng):
-                yield qa_item(group, rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
-                              max_questions=cfg.max_questions, **place)
+                yield item(group)
         grouped = _gold_groups(examples)  # no weights: every gold passage once per pass, in one shuffled order
         while True:
             order = list(range(len(grouped)))
             rng.shuffle(order)
             for i in order:
-                yield qa_item(grouped[i], rng, pool, same, max_distractors=cfg.max_distractors, shapes=cfg.prompt_shapes,
-                              max_questions=cfg.max_questions, **place)
+                yield item(grouped[i])
     texts = [p for spec in (cfg.text_data or cfg.qa_data) for ps in articles(_load_spec(spec)).values() for p in ps]
     while True:
         order = list(range(len(texts)))
