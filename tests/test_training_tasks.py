@@ -342,14 +342,15 @@ def test_item_stream_gold_last_keeps_the_items(tmp_path):
     assert "gold last 1" in TrainConfig(gold_last=1.0, **kw).recipe()
 
 
+@pytest.mark.parametrize("field", ["gold_last", "hard_negatives"])
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
-def test_gold_last_is_a_chance(tmp_path, bad):
+def test_item_chances_are_chances_for_the_qa_stage(tmp_path, field, bad):
     from sac_rag import ConfigError
 
-    with pytest.raises(ConfigError, match="gold_last"):
-        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), gold_last=bad)
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), **{field: bad})
     with pytest.raises(ConfigError, match="QA stage"):
-        TrainConfig(stage="lm", text_data=("a.txt",), out_dir=str(tmp_path), gold_last=0.5)
+        TrainConfig(stage="lm", text_data=("a.txt",), out_dir=str(tmp_path), **{field: 0.5})
 
 
 def test_item_stream_lm_is_deterministic(tmp_path):
@@ -410,13 +411,8 @@ def test_item_stream_hard_negatives(tmp_path):
     assert "hard negatives 1" in TrainConfig(hard_negatives=1.0, **kw).recipe()
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
-def test_hard_negatives_is_a_chance(tmp_path, bad):
+def test_hard_negatives_need_distractors(tmp_path):
     from sac_rag import ConfigError
 
-    with pytest.raises(ConfigError, match="hard_negatives"):
-        TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), hard_negatives=bad)
-    with pytest.raises(ConfigError, match="QA stage"):
-        TrainConfig(stage="lm", text_data=("a.txt",), out_dir=str(tmp_path), hard_negatives=0.5)
     with pytest.raises(ConfigError, match="max_distractors"):
         TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), hard_negatives=0.5, max_distractors=0)
