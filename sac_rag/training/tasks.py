@@ -90,15 +90,16 @@ def qa_item(group: list[QAExample], rng: random.Random, pool: list[str], same_ar
             raise ValueError("hard negatives need hard_rng, a stream of their own")
         candidates = [p for p in dict.fromkeys(hard) if p != gold]
         distractors = hard_rng.sample(candidates, min(k, len(candidates)))
-    while len(distractors) < k and hard is None:
-        if siblings and rng.random() < 0.5:
-            p = siblings.pop()
-            if p not in distractors:  # it may already have been drawn from the pool
-                distractors.append(p)
-        else:
-            p = rng.choice(pool)
-            if p != gold and p not in distractors:
-                distractors.append(p)
+    else:
+        while len(distractors) < k:
+            if siblings and rng.random() < 0.5:
+                p = siblings.pop()
+                if p not in distractors:  # it may already have been drawn from the pool
+                    distractors.append(p)
+            else:
+                p = rng.choice(pool)
+                if p != gold and p not in distractors:
+                    distractors.append(p)
     passages = [gold, *distractors]
     rng.shuffle(passages)
     if gold_last > 0 and len(passages) > 1:
