@@ -285,7 +285,8 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
         examples = [e for source in per_source for e in source]
         same = articles(examples)  # distractors come from every source
         pool = [p for ps in same.values() for p in ps]
-        nearest = _hard_candidates(_gold_groups(examples), pool, cfg) if cfg.hard_negatives else {}
+        grouped = _gold_groups(examples)
+        nearest = _hard_candidates(grouped, pool, cfg) if cfg.hard_negatives else {}
         hard_rng = random.Random(f"{cfg.seed}/hard-negatives")
 
         def item(group: list[QAExample]) -> TrainItem:
@@ -299,8 +300,7 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
         if weights[0] is not None:  # each source's share of the gold passages, as given
             for group in _weighted_order([_gold_groups(s) for s in per_source], weights, rng):
                 yield item(group)
-        grouped = _gold_groups(examples)  # no weights: every gold passage once per pass, in one shuffled order
-        while True:
+        while True:  # no weights: every gold passage once per pass, in one shuffled order
             order = list(range(len(grouped)))
             rng.shuffle(order)
             for i in order:
