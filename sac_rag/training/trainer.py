@@ -321,6 +321,15 @@ def _context(sac: SACModel) -> DecoderContext:
     return ctx
 
 
+def _target_ids(sac: SACModel, text: str, cfg: TrainConfig, kind: str) -> list[int]:
+    """The tokens one query is trained on: ``text`` cut to ``cfg.max_target_tokens``, and, for a QA answer that
+    fits, the end-of-sequence token (an answer ends; an LM continuation is cut mid-text)."""
+    target = sac.tokenize(text)[: cfg.max_target_tokens]
+    if len(target) < cfg.max_target_tokens and kind != "lm":
+        target = target + [sac.tokenizer.eos_token_id]
+    return target
+
+
 def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | None = None,
               teacher: SACModel | None = None) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
@@ -346,9 +355,7 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
             segments = [text_prompt(prompt, passages, sac.config.template)]
         else:
             segments = [kvs[x] if isinstance(x, int) else x for x in prompt]
-        target = sac.tokenize(target_text)[: cfg.max_target_tokens]
-        if len(target) < cfg.max_target_tokens and item.kind != "lm":
-            target = target + [sac.tokenizer.eos_token_id]
+        target = _target_ids(sac, target_text, cfg, item.kind)
         prompts.append([*segments, target])
         targets.append(target)
     # all queries of the item in one batched forward pass (1.45x faster per item than one pass each, fp32 CPU)
