@@ -12,6 +12,7 @@ from .config import SACConfig
 from .errors import (
     AdapterMismatchError,
     ConfigError,
+    CorruptFileError,
     CorruptKVError,
     InputTooLargeError,
     InvalidInputError,
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidInputError",
     "InputTooLargeError",
     "ConfigError",
+    "CorruptFileError",
     "CorruptKVError",
     "ModelMismatchError",
     "AdapterMismatchError",

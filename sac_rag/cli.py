@@ -114,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         **({"lora_targets": tuple(args.lora_targets)} if args.lora_targets else {}),
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
-        teacher_adapter=args.teacher_adapter, passage_choice=args.passage_choice, gold_last=args.gold_last,
+        teacher_adapter=args.teacher_adapter, teacher_logits=args.teacher_logits, teacher_wait_s=args.teacher_wait,
+        passage_choice=args.passage_choice, gold_last=args.gold_last,
         hard_negatives=args.hard_negatives,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
@@ -136,6 +137,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit("--rounds needs --workers 2 or more (rounds average the workers' adapters)")
     path = train(cfg)
     print(f"latest adapter: {path}")
+    return 0
+
+
+def cmd_teacher_logits(args: argparse.Namespace) -> int:
+    from .training import TrainConfig
+    from .training.distill import write_teacher_logits
+
+    # the stream's settings as `sac-rag train` takes them; a student run names the same ones and --teacher-logits
+    cfg = TrainConfig(
+        stage="qa", qa_data=tuple(args.qa_data or ()), base_model=args.model, distill=1.0,
+        teacher_adapter=args.teacher_adapter, gold_last=args.gold_last, hard_negatives=args.hard_negatives,
+        max_distractors=args.max_distractors, max_questions=args.max_questions, dtype=args.dtype or "auto",
+        threads=args.threads, seed=args.seed, out_dir=args.out,
+    )
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=args.items, desc="teacher logits", unit="item")
+    t0 = time.perf_counter()
+
+    def shard_done(n: int) -> None:
+        bar.update(n - bar.n)
+
+    store = write_teacher_logits(cfg, args.out, args.items, k=args.top_k, shard_items=args.shard_items, on_shard=shard_done)
+    bar.close()
+    size = sum(f.stat().st_size for f in Path(args.out).glob("shard-*.safetensors"))
+    print(f"{len(store)} items stored in {args.out} (top {store.k}, {size / 1e6:.1f} MB; this pass "
+          f"{time.perf_counter() - t0:.0f} s)")
     return 0
 
 
@@ -304,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of a KL term towards the frozen base model reading the passages as text (QA stage; 0: off)")
     p.add_argument("--teacher-adapter", default=None,
                    help="with --distill: a full-ft adapter; the teacher is the base model with it, reading the text")
+    p.add_argument("--teacher-logits", default=None, metavar="DIR",
+                   help="with --distill: a full-ft teacher's top-k distributions stored for this run's item stream "
+                        "(sac-rag teacher-logits with the same data and stream options); no live teacher runs")
+    p.add_argument("--teacher-wait", type=float, default=0.0, metavar="S",
+                   help="with --teacher-logits: wait up to S seconds for items a teacher pass is still writing")
     p.add_argument("--passage-choice", type=float, default=0.0,
                    help="weight of a term pushing the first answer token's probability towards tokens that start "
                         "a span in the gold passage rather than in a distractor (QA stage; 0: off)")
@@ -327,6 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --workers: rounds to split the schedule into (--steps, --decay-steps and --time-budget "
                         "are the whole run's); the last round's average is the result")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("teacher-logits", help="store a full-ft teacher's top-k answer distributions for a training "
+                                              "run's items (read by sac-rag train --distill W --teacher-logits DIR)")
+    model_args(p)
+    p.add_argument("--teacher-adapter", required=True, help="a full-ft adapter (sac-rag train --method full-ft)")
+    p.add_argument("--qa-data", action="append", required=True, help="as sac-rag train's (the same sources, in order)")
+    p.add_argument("--items", type=int, required=True, help="items of the stream to store (a resumed pass goes on)")
+    p.add_argument("--top-k", type=int, default=32, help="tokens kept per answer position (the rest is one bucket)")
+    p.add_argument("--shard-items", type=int, default=25, help="items per shard file (what a reader sees at once)")
+    p.add_argument("--gold-last", type=float, default=0.0)
+    p.add_argument("--hard-negatives", type=float, default=0.0)
+    p.add_argument("--max-distractors", type=int, default=4)
+    p.add_argument("--max-questions", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory of the stored logits")
+    p.set_defaults(func=cmd_teacher_logits)
 
     p = sub.add_parser("eval", help="QA evaluation of one method (sac, full, truncate, closed-book, llmlingua, full-ft)")
     model_args(p)

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidInputError",
     "InputTooLargeError",
     "ConfigError",
+    "CorruptFileError",
     "CorruptKVError",
     "ModelMismatchError",
     "AdapterMismatchError",
@@ -38,7 +39,11 @@ class ConfigError(SACError, ValueError):
     """A configuration value is invalid; the message says what was expected and what arrived."""
 
 
-class CorruptKVError(SACError):
+class CorruptFileError(SACError):
+    """A file sac-rag wrote (and reads back) is truncated, altered, or not the kind of file expected."""
+
+
+class CorruptKVError(CorruptFileError):
     """A stored AnchorKV file is truncated, altered, or not an AnchorKV file at all."""
 
 

@@ -39,6 +39,7 @@ from ..models import cache_dir
 from ..negatives import nearest_without_answer
 from ..sac_model import SACModel
 from .data import QAExample, articles, load_examples
+from .distill import StoredQuery, TeacherLogits, sparse_kl
 from .tasks import PROMPT_SHAPES, TrainItem, lm_item, qa_item, text_prompt
 
 __all__ = ["TrainConfig", "train", "lr_scale", "schedule_progress", "item_loss", "distill_kl", "passage_choice_loss", "item_stream", "init_from_adapter", "init_from_other_ratio", "map_anchor_slots", "prior_training"]
@@ -93,6 +94,13 @@ class TrainConfig:
     # the teacher of `distill`: a full-ft adapter (the base model with a LoRA trained to read the text), which
     # answers far better than the bare base; None: the frozen base model
     teacher_adapter: str | None = None
+    # the teacher of `distill` computed beforehand: a directory of a full-ft teacher's stored top-k log-probabilities
+    # for this run's item stream (`sac-rag teacher-logits`, :mod:`.distill`); the KL is then taken on the top-k
+    # tokens plus one bucket for the rest, at the cost of a plain step. Exclusive with teacher_adapter
+    teacher_logits: str | None = None
+    # seconds to wait for an item whose teacher logits are not stored yet (a teacher pass still writing in another
+    # process); 0: a missing item is an error at once
+    teacher_wait_s: float = 0.0
     # weight of the passage-choice term (QA stage, items with distractors): -log of the share of the first answer
     # token's probability that goes to tokens starting a span in the gold passage, against each passage's share
     # (the masses grounded decoding's passage pick reads; see passage_choice_loss); 0 turns it off
@@ -163,6 +171,12 @@ class TrainConfig:
             raise ConfigError(f"passage_choice_top_k must be >= 1, got {self.passage_choice_top_k}")
         if self.teacher_adapter and not self.distill:
             raise ConfigError("teacher_adapter needs distill > 0 (it is the distillation teacher)")
+        if self.teacher_logits and not self.distill:
+            raise ConfigError("teacher_logits needs distill > 0 (they are the distillation targets)")
+        if self.teacher_logits and self.teacher_adapter:
+            raise ConfigError("give teacher_adapter (a live teacher) or teacher_logits (a stored one), not both")
+        if not (math.isfinite(self.teacher_wait_s) and self.teacher_wait_s >= 0):
+            raise ConfigError(f"teacher_wait_s must be a finite number of seconds >= 0, got {self.teacher_wait_s}")
         if self.encode_batch < 0:
             raise ConfigError(f"encode_batch must be >= 0, got {self.encode_batch}")
         if not 0 <= self.decay_steps <= self.steps:
@@ -183,7 +197,8 @@ class TrainConfig:
         if self.stage == "qa":
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
-            parts.append(f"distill {self.distill:g}" + (" from full-ft" if self.teacher_adapter else ""))
+            teacher = " from full-ft" if self.teacher_adapter else " from stored logits" if self.teacher_logits else ""
+            parts.append(f"distill {self.distill:g}{teacher}")
         if self.passage_choice:
             parts.append(f"passage choice {self.passage_choice:g}")
         if self.gold_last:
@@ -331,7 +346,7 @@ def _target_ids(sac: SACModel, text: str, cfg: TrainConfig, kind: str) -> list[i
 
 
 def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | None = None,
-              teacher: SACModel | None = None) -> tuple[torch.Tensor, int]:
+              teacher: SACModel | None = None, stored: list[StoredQuery] | None = None) -> tuple[torch.Tensor, int]:
     """Teacher-forced cross-entropy on the target tokens only, averaged over the item's queries (the passages are
     compressed once for all of them); returns (loss, number of target tokens). With ``cfg.distill`` the loss mixes
     in the KL term, with ``cfg.passage_choice`` it adds that term (on items with distractors); a ``parts`` dict, if
@@ -340,7 +355,8 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
 
     ``full-ft`` reads the same prompts with the passages as text, through the base model with the LoRA on. With
     distillation, ``teacher`` (a model holding a full-ft adapter) reads the text with its LoRA on; without one,
-    ``sac``'s frozen base is the teacher."""
+    ``sac``'s frozen base is the teacher; ``stored`` (the item's queries from :class:`.distill.TeacherLogits`)
+    replaces the live teacher by its stored top-k distributions."""
     ctx = _context(sac)
     if cfg.method == "full-ft":
         ctx.decoder_mode = sac.encoder_mode  # the adapter is part of the reader
@@ -366,7 +382,15 @@ def item_loss(sac: SACModel, item: TrainItem, cfg: TrainConfig, parts: dict | No
     ]
     if parts is not None:
         parts["ce"] = float(torch.stack(losses).mean().detach())
-    if cfg.distill:
+    if cfg.distill and stored is not None:
+        if [q.targets.tolist() for q in stored] != targets:
+            raise ConfigError("the stored teacher logits were taken on other targets than this item's (another "
+                              "tokenizer, data file or stream position)")
+        kls = [sparse_kl(s[:-1], q.ids, q.logprobs) for s, q in zip(rows, stored)]
+        if parts is not None:
+            parts["kl"] = float(torch.stack(kls).mean().detach())
+        losses = [(1 - cfg.distill) * ce + cfg.distill * kl for ce, kl in zip(losses, kls)]
+    elif cfg.distill:
         teacher_rows = _teacher_rows(teacher or sac, item, targets, keep, cfg, lora=teacher is not None)
         kls = [distill_kl(s[:-1], t[:-1]) for s, t in zip(rows, teacher_rows)]
         if parts is not None:
@@ -661,6 +685,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     else:
         sac = _untrained(cfg)
     teacher = _load_teacher(cfg)
+    stored = None
+    if cfg.teacher_logits:
+        stored = TeacherLogits(cfg.teacher_logits)
+        stored.check(cfg)
     views = _joint_views(sac, cfg, latest if adapter == str(latest / "adapter") else None)
     siblings = {r: v for r, v in views.items() if r != cfg.ratio}
     groups = sac.trainable_parameters()
@@ -709,7 +737,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             item = next(stream)
             parts: dict = {}
             ratio = ratios[state["items"] % len(ratios)]  # joint training: the ratios take turns, item by item
-            loss, n = item_loss(views[ratio], item, cfg, parts, teacher)
+            targets = stored.item(state["items"], cfg.teacher_wait_s) if stored is not None else None
+            loss, n = item_loss(views[ratio], item, cfg, parts, teacher, targets)
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
             by_ratio.setdefault(ratio, []).append(losses[-1])
