@@ -11,6 +11,7 @@ from helpers import TINY, text_of_length
 from sac_rag import (
     AdapterMismatchError,
     ConfigError,
+    CorruptFileError,
     CorruptKVError,
     InputTooLargeError,
     InvalidInputError,
@@ -25,12 +26,13 @@ from sac_rag import (
 
 def test_every_exported_error_is_a_sac_error():
     errors = [obj for name, obj in vars(sac_rag).items() if inspect.isclass(obj) and issubclass(obj, Exception)]
-    assert len(errors) == 10
+    assert len(errors) == 11
     for err in errors:
         assert issubclass(err, SACError)
     assert issubclass(InputTooLargeError, InvalidInputError)
     assert issubclass(InvalidInputError, ValueError) and issubclass(ConfigError, ValueError)
     assert issubclass(AdapterMismatchError, ModelMismatchError) and issubclass(KVMismatchError, ModelMismatchError)
+    assert issubclass(CorruptKVError, CorruptFileError)  # a KV file is one of the files sac-rag reads back
     for err in (CorruptKVError, ModelLoadError):
         assert not issubclass(err, ModelMismatchError)
 
