@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher-logits", help="store a full-ft teacher's top-k answer distributions for a training "
                                               "run's items (read by sac-rag train --distill W --teacher-logits DIR)")
-    model_args(p)
+    p.add_argument("--model", default=None, help="HF model id or path (default: the embedded Gemma 3 270M)")
+    p.add_argument("--dtype", default=None, help="bfloat16 | float32 | auto (default)")
     p.add_argument("--teacher-adapter", required=True, help="a full-ft adapter (sac-rag train --method full-ft)")
     p.add_argument("--qa-data", action="append", required=True, help="as sac-rag train's (the same sources, in order)")
     p.add_argument("--items", type=int, required=True, help="items of the stream to store (a resumed pass goes on)")
