@@ -203,6 +203,8 @@ def write_teacher_logits(cfg: "TrainConfig", out: str | os.PathLike, items: int,
                               f"{old['teacher']['fingerprint']}); write to a new directory")
         manifest["shards"] = old["shards"]
     done = sum(s["items"] for s in manifest["shards"])
+    if done >= items:
+        return TeacherLogits(out)
     stream = item_stream(cfg)
     for _ in range(done):
         next(stream)
