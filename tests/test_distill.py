@@ -13,7 +13,8 @@ from helpers import save_tiny_base, tiny_train_config, write_squad
 from sac_rag import ConfigError, CorruptFileError
 from sac_rag.cli import main
 from sac_rag.training import trainer as trainer_mod
-from sac_rag.training.distill import TeacherLogits, sparse_kl, write_teacher_logits
+from sac_rag.training.distill import TeacherLogits, shared_prefix_rows, sparse_kl, write_teacher_logits
+from sac_rag.training.tasks import TrainItem, build_prompt
 from sac_rag.training.trainer import distill_kl, item_loss, item_stream, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:SACModel. no trained adapter:UserWarning")
@@ -69,6 +70,25 @@ def test_sparse_kl_gradient_is_finite_when_the_top_k_take_all_the_mass():
     teacher = torch.log(torch.tensor([[0.6, 0.4]]))
     sparse_kl(student, torch.tensor([[0, 1]]), teacher).backward()
     assert torch.isfinite(student.grad).all()
+
+
+def test_shared_prefix_rows_are_the_batched_teachers(base, data, full_ft, tmp_path):
+    """The teacher pass feeds the text that queries of one shape share once; its logits are the batched pass's."""
+    cfg = teacher_cfg(base, data, full_ft, tmp_path)
+    teacher = trainer_mod._load_teacher(cfg)
+    passages = ("The vault code is 7431 and the door is red.", "It rained all day in the town of Lerwick.")
+    queries = ((build_prompt("sac", "What is the code?", 2), " 7431"),
+               (build_prompt("llamaindex", "Where did it rain?", 2), "Lerwick"),
+               (build_prompt("sac", "What colour is the door?", 2), " red"),
+               (build_prompt("sac", "Which town?", 2), " Lerwick"))
+    items = [TrainItem(passages, queries, "qa", 0), *(it for _, it in zip(range(6), item_stream(cfg)))]
+    for item in items:
+        targets = [trainer_mod._target_ids(teacher, text, cfg, item.kind) for _, text in item.queries]
+        batched = trainer_mod._teacher_rows(teacher, item, targets, [len(t) + 1 for t in targets], cfg, lora=True)
+        shared = shared_prefix_rows(teacher, item, targets, cfg)
+        assert [r.shape for r in shared] == [r.shape for r in batched]
+        for a, b in zip(shared, batched):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_teacher_pass_stores_the_teachers_distributions_and_resumes(base, data, full_ft, tmp_path):
