@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# next session: resume session 30's teacher pass and student (both go on from their last shard / checkpoint), then
+# next session: resume session 30's teacher pass and students (both go on from their last shard / checkpoint), then
 # score the student by docs/evals/selection/s30/README.md; evals of the control that did not finish are rerun
 cd /work/main
 R=~/.cache/sac-rag/runs/s30 S=/work/shared/data
@@ -19,3 +19,11 @@ nohup docs/evals/selection/s30/train.sh teacher >> $R/teacher3.log 2>&1 &
 for K in sq nq sqd nqd; do  # the control's settings that have no file yet (one core beside the student)
   [ -f docs/evals/selection/s30/x5hn50s28_$K.json ] || docs/evals/selection/s30/evals.sh x5hn50s28 ~/.cache/sac-rag/runs/s28/cand5 "$K"
 done
+# then the 15x student (resumed), the shipped 15x adapter on the slices, and the 15x candidate
+(
+  docs/evals/selection/s30/train.sh x15kds30 >> $R/student15.log 2>&1
+  echo "$(date +%T) x15kds30 ended: $(tail -n 1 $R/x15kds30/log.jsonl | cut -c1-100)" >> $R/progress.txt
+  rm -rf $R/cand15kd && cp -r $R/x15kds30/latest/adapter $R/cand15kd
+  docs/evals/selection/s30/evals.sh x15kds30 $R/cand15kd "sq nq sqd nqd" 15
+) > /dev/null 2>&1 &
+docs/evals/selection/s30/evals.sh shipped15 sac_rag/adapters/gemma-3-270m-x15 "sq nq sqd nqd" 15
