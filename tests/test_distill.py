@@ -91,7 +91,7 @@ def test_shared_prefix_rows_are_the_batched_teachers(base, data, full_ft, tmp_pa
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_teacher_pass_stores_the_teachers_distributions_and_resumes(base, data, full_ft, tmp_path):
+def test_teacher_pass_stores_the_teachers_distributions_and_resumes(base, data, full_ft, tmp_path, caplog):
     cfg = teacher_cfg(base, data, full_ft, tmp_path)
     out = tmp_path / "logits"
     seen = []
@@ -121,6 +121,10 @@ def test_teacher_pass_stores_the_teachers_distributions_and_resumes(base, data, 
     with pytest.raises(ConfigError, match="item 7 is not there"):
         store.reload()
         store.item(7)
+    # a reader may wait for a writer: it says so, then gives up after wait_s
+    with caplog.at_level("WARNING", logger="sac_rag.training.distill"), pytest.raises(ConfigError, match="item 7"):
+        store.item(7, wait_s=0.2)
+    assert "waiting up to 0 s for the teacher logits of item 7" in caplog.text
 
 
 def test_stored_logits_give_the_live_teachers_loss_at_full_k(base, data, full_ft, tmp_path):

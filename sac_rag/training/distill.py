@@ -19,6 +19,7 @@ loop (:mod:`.trainer`, which imports it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from ..fileio import write_atomic
 if TYPE_CHECKING:  # the trainer imports this module; the teacher pass imports the trainer when it runs
     from .tasks import TrainItem
     from .trainer import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StoredQuery", "TeacherLogits", "shared_prefix_rows", "sparse_kl", "stream_signature", "write_teacher_logits"]
 
@@ -129,6 +132,9 @@ class TeacherLogits:
 
     def item(self, index: int, wait_s: float = 0.0) -> list[StoredQuery]:
         deadline = time.monotonic() + wait_s
+        if index >= len(self) and wait_s > 0:
+            logger.warning("sac-rag: waiting up to %.0f s for the teacher logits of item %d (%s holds %d items)",
+                           wait_s, index, self.path, len(self))
         while index >= len(self):
             if time.monotonic() >= deadline:
                 raise ConfigError(f"{self.path} holds teacher logits for {len(self)} items; item {index} is not "
