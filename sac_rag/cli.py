@@ -179,7 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      passages=args.passages, limit=args.limit, offset=args.offset, shots=args.shots, seed=args.seed,
                      llmlingua_segment=args.llmlingua_segment, grounded=args.grounded or args.pick_passage,
                      pick_passage=args.pick_passage, order=args.order,
-                     distractors=args.distractors)
+                     distractors=args.distractors, reuse_kv=args.reuse_kv)
     if args.method == "full-ft" and not args.adapter:
         raise SystemExit("--method full-ft needs --adapter (a run of: sac-rag train --method full-ft)")
     adapter = args.adapter or ("auto" if args.method == "sac" else None)
@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distractors", choices=("random", "retrieved"), default="random",
                    help="with --passages > 1: random passages of the file (drawn with --seed), or retrieved: those the "
                         "embedded MiniLM ranks nearest the question that hold none of its answers (a retriever's near misses)")
+    p.add_argument("--reuse-kv", action="store_true",
+                   help="sac: compress each distinct passage once and reuse its anchor KV for later questions (a gold "
+                        "passage serves all its questions); equal to fresh KVs up to rounding, so compare like with like")
     p.add_argument("--pick-passage", action="store_true",
                    help="grounded, two-stage: pick the passage the decoder points at reading all of them, then answer "
                         "from it read alone (implies --grounded; the picked passage's second read is counted)")

@@ -598,3 +598,21 @@ def test_report_keeps_other_passage_settings_out_of_its_tables(sac, squad, tmp_p
     assert "from 1 eval files" in text
     assert "Not in these tables, run in another passage setting (relevance order or retrieved distractors): retrieved.json." in text
     assert "| random.json |" in text and "| retrieved.json |" not in text
+
+
+def test_evaluate_reuses_compressed_passages(sac, squad):
+    """--reuse-kv: each distinct passage is compressed once per run; later questions that come with it read the
+    stored KV, and the answers are those of compressing afresh (the tiny model in float32)."""
+    from sac_rag import InvalidInputError
+
+    cfg = dict(data=squad, method="sac", passages=3, limit=5, max_new_tokens=3, grounded=True)
+    fresh = evaluate(sac, EvalConfig(**cfg), progress=False)
+    reused = evaluate(sac, EvalConfig(**cfg, reuse_kv=True), progress=False)
+    slots = [p for _, ps in select_examples(EvalConfig(**cfg)) for p in ps]
+    assert reused["summary"]["kv_reuse"] == {"compressed": len(set(slots)), "reused": len(slots) - len(set(slots))}
+    assert len(slots) - len(set(slots)) >= 10  # 5 paragraphs, 15 passage slots
+    assert [r["prediction"] for r in reused["records"]] == [r["prediction"] for r in fresh["records"]]
+    assert [r["read_tokens"] for r in reused["records"]] == [r["read_tokens"] for r in fresh["records"]]
+    assert "kv_reuse" not in fresh["summary"] and reused["config"]["reuse_kv"] is True
+    with pytest.raises(InvalidInputError, match="reuse_kv"):
+        EvalConfig(data=squad, method="full", reuse_kv=True)
