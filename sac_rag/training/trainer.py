@@ -761,8 +761,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             item = next(stream)
             parts: dict = {}
             ratio = ratios[state["items"] % len(ratios)]  # joint training: the ratios take turns, item by item
-            targets = stored.item(state["items"], cfg.teacher_wait_s) if stored is not None else None
-            loss, n = item_loss(views[ratio], item, cfg, parts, teacher, targets)
+            from_store = stored.item(state["items"], cfg.teacher_wait_s) if stored is not None else None
+            loss, n = item_loss(views[ratio], item, cfg, parts, teacher, from_store)
             (loss / cfg.grad_accum).backward()
             losses.append(loss.item())
             by_ratio.setdefault(ratio, []).append(losses[-1])
