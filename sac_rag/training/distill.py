@@ -197,12 +197,9 @@ def shared_prefix_rows(teacher, item: "TrainItem", targets: list[list[int]], cfg
 
     from ..generation import _State, _embed_run, _forward, _prefill, _tokenize
     from .tasks import text_prompt
-    from .trainer import _text_passages
+    from .trainer import _teacher_context, _text_passages
 
-    ctx = teacher._context()
-    ctx.lm_embedding = None
-    ctx.decoder_mode = teacher.encoder_mode  # the full-ft LoRA reads the text
-    ctx.bos_cache = None  # the cached BOS KV is the bare decoder's
+    ctx = _teacher_context(teacher, lora=True)
     passages = _text_passages(teacher, item, cfg)
     ids = []
     for (prompt, _), target in zip(item.queries, targets):

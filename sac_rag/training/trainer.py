@@ -463,16 +463,24 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
+def _teacher_context(sac: SACModel, lora: bool) -> DecoderContext:
+    """The decoder as a teacher reads the text: no [LM] vector; its LoRA on only with ``lora`` (a full-ft
+    teacher); no cached BOS KV (the cache holds the bare decoder's)."""
+    ctx = sac._context()
+    ctx.lm_embedding = None
+    if lora:
+        ctx.decoder_mode = sac.encoder_mode
+        ctx.bos_cache = None
+    return ctx
+
+
 @torch.no_grad()
 def _teacher_rows(sac: SACModel, item: TrainItem, targets: list[list[int]], keep: list[int], cfg: TrainConfig,
                   lora: bool = False) -> list[torch.Tensor]:
     """The base model (no [LM]; its LoRA on only with ``lora``, for a full-ft teacher) reading each query's prompt
     with the passages as text, teacher-forced on the same target: logits of the same last positions as the
     student's."""
-    ctx = sac._context()
-    ctx.lm_embedding = None
-    if lora:
-        ctx.decoder_mode = sac.encoder_mode
+    ctx = _teacher_context(sac, lora)
     passages = _text_passages(sac, item, cfg)
     prompts = [[text_prompt(prompt, passages, sac.config.template), t] for (prompt, _), t in zip(item.queries, targets)]
     return [r.detach() for r in _prefill_batch(ctx, prompts, keep)]
