@@ -2,7 +2,8 @@
 errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, default; FOLDER: where the eval files
 are, this one by default; sessions 23 and 24 read ../s23 and ../s24 with it). Settings: sq/nq gold passage alone,
 sqr/nqr among 4 distractors in random order, sqo/nqo among 4 distractors in relevance order (session 24), sqd/nqd
-among the 4 retrieved distractors (nearest the question by MiniLM, no answer in them) in relevance order (session 27)."""
+among the 4 retrieved distractors (nearest the question by MiniLM, no answer in them) in relevance order (session 27);
+td/tdd and nw/nwd the same two settings on TyDi QA GoldP English and SQuADShifts new_wiki (session 31)."""
 import json, math, sys
 from pathlib import Path
 
@@ -11,7 +12,10 @@ here = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).parent
 names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "sqo": "SQuAD among 4 distractors, relevance order",
          "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors", "nqo": "NQ-open among 4 distractors, relevance order",
          "sqd": "SQuAD among 4 retrieved distractors, relevance order",
-         "nqd": "NQ-open among 4 retrieved distractors, relevance order"}
+         "nqd": "NQ-open among 4 retrieved distractors, relevance order",
+         "td": "TyDi QA English gold", "nw": "SQuADShifts new_wiki gold",
+         "tdd": "TyDi QA English among 4 retrieved distractors, relevance order",
+         "nwd": "SQuADShifts new_wiki among 4 retrieved distractors, relevance order"}
 
 
 def f1s(run, setting):
@@ -29,7 +33,7 @@ print(f"| setting | {cand} F1 | {ref} F1 | paired gain [standard error] |\n|---|
 for s, name in names.items():
     a, b = f1s(cand, s), f1s(ref, s)
     if a is None or b is None:
-        if s[-1] not in "od":  # the relevance-order settings exist from session 24 on, the retrieved ones from 27
+        if s[-1] not in "od" and s not in ("td", "nw"):  # relevance order from session 24 on, retrieved from 27
             print(f"| {name} | (not run) | | |")
         continue
     assert a.keys() == b.keys(), f"{s}: the runs answered different questions"
@@ -41,9 +45,9 @@ for s, name in names.items():
         relevance += d
     if s in ("sq", "nq", "sqo", "nqo"):
         integrations += d
-    if s.endswith("d"):
+    if s in ("sqd", "nqd", "tdd", "nwd"):
         retrieved += d
-    if s in ("sq", "nq", "sqd", "nqd"):
+    if s in ("sq", "nq", "sqd", "nqd", "td", "nw", "tdd", "nwd"):
         gold_retrieved += d
     m, se = stats(d)
     print(f"| {name} | {100 * sum(a.values()) / len(a):.2f} | {100 * sum(b.values()) / len(b):.2f} | {m:+.2f} [{se:.2f}] |")
