@@ -8,7 +8,9 @@ cd /work/main
 F=${FETCHED:-~/.cache/sac-rag/data/fetched} O=docs/evals/selection/s31 R=~/.cache/sac-rag/runs/s31
 mkdir -p $R
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-E=".venv/bin/sac-rag eval --method sac --ratio ${RATIO:-5} --dtype float32 --device cpu --grounded --reuse-kv --limit 200 --adapter $2"
+# METHOD=full-ft runs the rival (an adapter that reads the full text) on the same slices; --reuse-kv is SAC's only
+M=${METHOD:-sac}; [ "$M" = sac ] && KV=--reuse-kv || KV=
+E=".venv/bin/sac-rag eval --method $M --ratio ${RATIO:-5} --dtype float32 --device cpu --grounded $KV --limit 200 --adapter $2"
 TD="--data $F/english_tydiqa_dev.json --format squad"
 NW="--data $F/new_wiki_v1.0.json --format squad"
 RD="--passages 5 --distractors retrieved --order relevance"
