@@ -23,3 +23,4 @@ for K in ${3:-td nw tdd nwd}; do
   esac > $R/log_$1_$K.txt 2>&1
   echo "$(date +%T) done $1 $K rc=$?" >> $R/progress.txt
 done
+python3 $O/strip.py  # the committed records keep ids, predictions and scores, not the sources' questions and answers

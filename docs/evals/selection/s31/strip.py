@@ -1,0 +1,10 @@
+"""Drop the fetched sources' text (questions, gold answers) from session 31's eval records; ids, predictions and
+scores stay. The questions and answers are in the source files, which are not committed."""
+import json, pathlib
+for p in pathlib.Path("docs/evals/selection/s31").glob("*.json"):
+    d = json.loads(p.read_text())
+    for r in d["records"]:
+        r.pop("question", None)
+        r.pop("answers", None)
+    d.setdefault("summary", {})
+    p.write_text(json.dumps(d, indent=1, ensure_ascii=False))
