@@ -5,7 +5,7 @@
 # td/nw the gold passage alone, tdd/nwd among the 4 passages of the same file MiniLM ranks nearest the question
 # that hold no answer, in relevance order. Grounded, float32, one thread, --reuse-kv on every run of this rule.
 cd /work/main
-F=${FETCHED:-~/.cache/sac-rag/data/fetched} O=docs/evals/selection/s31 R=~/.cache/sac-rag/runs/s31
+F=${FETCHED:-~/.cache/sac-rag/data/fetched} O=${OUT:-docs/evals/selection/s31} R=~/.cache/sac-rag/runs/s31
 mkdir -p $R
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 # METHOD=full-ft runs the rival (an adapter that reads the full text) on the same slices; --reuse-kv is SAC's only
@@ -14,13 +14,14 @@ E=".venv/bin/sac-rag eval --method $M --ratio ${RATIO:-5} --dtype float32 --devi
 TD="--data $F/english_tydiqa_dev.json --format squad"
 NW="--data $F/new_wiki_v1.0.json --format squad"
 RD="--passages 5 --distractors retrieved --order relevance"
+TD="$TD --offset ${OFFSET:-0}" NW="$NW --offset ${OFFSET:-0}"  # ../s31t runs OFFSET=200 OUT=docs/evals/selection/s31t
 for K in ${3:-td nw tdd nwd}; do
   case $K in
     td) $E $TD --json $O/$1_td.json ;;
     nw) $E $NW --json $O/$1_nw.json ;;
     tdd) $E $TD $RD --json $O/$1_tdd.json ;;
     nwd) $E $NW $RD --json $O/$1_nwd.json ;;
-  esac > $R/log_$1_$K.txt 2>&1
+  esac > $R/log_$(basename $O)_$1_$K.txt 2>&1
   echo "$(date +%T) done $1 $K rc=$?" >> $R/progress.txt
 done
-python3 $O/strip.py  # the committed records keep ids, predictions and scores, not the sources' questions and answers
+python3 docs/evals/selection/s31/strip.py $O  # the committed records keep ids, predictions and scores, not the sources' questions and answers
