@@ -11,10 +11,9 @@ export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 # METHOD=full-ft runs the rival (an adapter that reads the full text) on the same slices; --reuse-kv is SAC's only
 M=${METHOD:-sac}; [ "$M" = sac ] && KV=--reuse-kv || KV=
 E=".venv/bin/sac-rag eval --method $M --ratio ${RATIO:-5} --dtype float32 --device cpu --grounded $KV --limit 200 --adapter $2"
-TD="--data $F/english_tydiqa_dev.json --format squad"
-NW="--data $F/new_wiki_v1.0.json --format squad"
+TD="--data $F/english_tydiqa_dev.json --format squad --offset ${OFFSET:-0}"  # ../s31t runs OFFSET=200 OUT=docs/evals/selection/s31t
+NW="--data $F/new_wiki_v1.0.json --format squad --offset ${OFFSET:-0}"
 RD="--passages 5 --distractors retrieved --order relevance"
-TD="$TD --offset ${OFFSET:-0}" NW="$NW --offset ${OFFSET:-0}"  # ../s31t runs OFFSET=200 OUT=docs/evals/selection/s31t
 for K in ${3:-td nw tdd nwd}; do
   case $K in
     td) $E $TD --json $O/$1_td.json ;;

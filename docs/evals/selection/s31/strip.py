@@ -6,5 +6,4 @@ for p in pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "docs/evals/selectio
     for r in d["records"]:
         r.pop("question", None)
         r.pop("answers", None)
-    d.setdefault("summary", {})
     p.write_text(json.dumps(d, indent=1, ensure_ascii=False))
