@@ -3,7 +3,7 @@
 A directory holds::
 
     adapter_config.json, adapter_model.safetensors   the encoder's LoRA, as peft writes them
-    sac_embeddings.safetensors                       "anchor" [slots, hidden], "lm" [hidden]
+    sac_embeddings.safetensors                       "anchor" [slots, hidden], "lm" [hidden] ([lm_tokens, hidden] for several)
     sac_adapter.json                                 format, SACConfig, base-model fingerprint,
                                                      library versions, free-form training info
 

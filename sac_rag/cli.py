@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         stage=args.stage, method=args.method, qa_data=tuple(args.qa_data or ()), text_data=tuple(args.text_data or ()), base_model=args.model,
         init_adapter=args.init_adapter, ratio=args.ratio, joint_ratios=tuple(args.joint_ratios or ()), lora_rank=args.lora_rank, steps=args.steps,
-        lora_alpha=args.lora_alpha,
+        lora_alpha=args.lora_alpha, lm_tokens=args.lm_tokens,
         **({"lora_targets": tuple(args.lora_targets)} if args.lora_targets else {}),
         grad_accum=args.grad_accum, lr=args.lr, emb_lr=args.emb_lr, warmup=args.warmup, decay_steps=args.decay_steps,
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
                    help="module names the LoRA wraps (default: q_proj k_proj v_proj o_proj); with --init-adapter, a "
                         "superset of the adapter's: the added modules start at zero, so the run starts from the adapter")
+    p.add_argument("--lm-tokens", type=int, default=1, metavar="K",
+                   help="learned [LM] vectors after each run of compressed passages (default 1, the paper's; more: a "
+                        "soft prompt for the frozen decoder); with --init-adapter, at least the adapter's count, the "
+                        "added ones starting as copies of its last")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--grad-accum", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)

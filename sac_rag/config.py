@@ -50,6 +50,14 @@ class SACConfig:
     )
     bidirectional: bool = field(default=True, metadata={"help": "All-visible attention inside a sub-context."})
     lm_token: bool = field(default=True, metadata={"help": "Insert the learned [LM] embedding after compressed context."})
+    lm_tokens: int = field(
+        default=1,
+        metadata={
+            "help": "How many learned [LM] vectors follow each run of compressed context when lm_token is on: 1 is "
+            "the paper's single [LM] token; more make a short soft prompt for the frozen decoder (a departure from "
+            "the paper). The first sits at the last compressed token's position, the others take the next ones."
+        },
+    )
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank of the encoder adapter; 0 disables LoRA."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_targets: tuple[str, ...] = field(
@@ -65,7 +73,7 @@ class SACConfig:
         def bad(name: str, expected: str) -> ConfigError:
             return ConfigError(f"SACConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
-        for name in ("ratio", "chunk_tokens", "lora_rank", "lora_alpha", "max_input_tokens"):
+        for name in ("ratio", "chunk_tokens", "lora_rank", "lora_alpha", "max_input_tokens", "lm_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise bad(name, "an int")
@@ -81,6 +89,8 @@ class SACConfig:
             raise bad("lora_alpha", "an int >= 1")
         if self.max_input_tokens < 1:
             raise bad("max_input_tokens", "an int >= 1")
+        if not 1 <= self.lm_tokens <= 64:
+            raise bad("lm_tokens", "an int in [1, 64]")
         if not (callable(self.anchor_strategy) or self.anchor_strategy in ANCHOR_STRATEGIES):
             raise bad("anchor_strategy", f"one of {ANCHOR_STRATEGIES} or a callable")
         if self.anchor_embedding not in ANCHOR_EMBEDDINGS:
@@ -132,5 +142,7 @@ class SACConfig:
         """Hash of the fields that change what a compressed KV contains."""
         data = self.to_dict()
         data.pop("max_input_tokens")
+        if data["lm_tokens"] == 1:  # the field's default, added later: configs from before it keep their fingerprint
+            data.pop("lm_tokens")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

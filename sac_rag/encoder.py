@@ -30,7 +30,7 @@ __all__ = ["SACEmbeddings", "ChunkInput", "encode_chunks"]
 
 
 class SACEmbeddings(nn.Module):
-    """The learned vectors SAC adds to the base model: anchor embedding(s) and the [LM] embedding.
+    """The learned vectors SAC adds to the base model: anchor embedding(s) and the [LM] embedding(s).
 
     Both live in the model's input-embedding space (after any embedding scale,
     such as Gemma's sqrt(hidden)). Initialised as in the reference code: anchor
@@ -45,7 +45,9 @@ class SACEmbeddings(nn.Module):
         slots = {"per_slot": config.anchor_slots, "shared": 1, "none": 0}[config.anchor_embedding]
         self.anchor = nn.Parameter(torch.randn(slots, hidden, generator=gen) * 0.02)
         mean, std = embed_output.float().mean().item(), embed_output.float().std().item()
-        self.lm = nn.Parameter(torch.randn(hidden, generator=gen) * std + mean)
+        # one [LM] vector is stored as [hidden] (the adapters' format since the start), several as [count, hidden]
+        shape = (hidden,) if config.lm_tokens == 1 else (config.lm_tokens, hidden)
+        self.lm = nn.Parameter(torch.randn(shape, generator=gen) * std + mean)
         self.per_slot = config.anchor_embedding == "per_slot"
 
     def anchor_vectors(self, count: int) -> torch.Tensor | None:

@@ -7,7 +7,8 @@ Layout of a prompt (positions in brackets)::
 Text is tokenized and run through the base model; an AnchorKV is re-rotated to
 its place and its keys/values are appended to the cache as they are; after a
 run of AnchorKVs the learned ``[LM]`` embedding sits at the position of the
-last compressed token, as in the reference code. Anchors stay visible to
+last compressed token, as in the reference code (with ``lm_tokens`` > 1, the
+further ``[LM]`` vectors take the positions after it). Anchors stay visible to
 sliding-window layers at any distance (they are "pinned"), while plain text
 keeps the base model's own window, so a prompt without KVs decodes exactly
 as the base model does.
@@ -237,6 +238,14 @@ def _layout(ctx: DecoderContext, segments: Sequence[Segment], vocab: int) -> _La
             run_ids.clear()
             run_pos.clear()
 
+    def add_lm(cur: int) -> int:
+        """The ``[LM]`` vector(s) after a run of KVs: the first at the last compressed token's position (the
+        reference code's place), any others at the positions after it; returns the last position in use."""
+        for j in range(ctx.config.lm_tokens):
+            run_ids.append(None)
+            run_pos.append(cur + j)
+        return cur + ctx.config.lm_tokens - 1
+
     if ctx.bos_id is not None:
         run_ids.append(ctx.bos_id)
         run_pos.append(0)
@@ -277,8 +286,7 @@ def _layout(ctx: DecoderContext, segments: Sequence[Segment], vocab: int) -> _La
                     f"prompt text has more than max_input_tokens={ctx.config.max_input_tokens} tokens"
                 )
             if after_kv and ctx.config.lm_token:
-                run_ids.append(None)
-                run_pos.append(cur)
+                cur = add_lm(cur)
             after_kv = False
             run_ids.extend(ids)
             run_pos.extend(range(cur + 1, cur + 1 + len(ids)))
@@ -286,8 +294,7 @@ def _layout(ctx: DecoderContext, segments: Sequence[Segment], vocab: int) -> _La
         else:
             raise InvalidInputError(f"segment {i} is a {type(seg).__name__}; expected str, AnchorKV or a list of token ids")
     if after_kv and ctx.config.lm_token:
-        run_ids.append(None)
-        run_pos.append(cur)
+        cur = add_lm(cur)
     if not run_ids:
         raise InvalidInputError("the prompt has nothing to decode from (add text after the last AnchorKV)")
     if out.text_tokens == 0 and out.anchors == 0:
@@ -298,13 +305,19 @@ def _layout(ctx: DecoderContext, segments: Sequence[Segment], vocab: int) -> _La
 
 
 def _embed_run(ctx: DecoderContext, ids: list[int | None], device) -> torch.Tensor:
-    """[len(ids), H] input embeddings; None stands for the learned ``[LM]`` vector (its gradient kept)."""
+    """[len(ids), H] input embeddings; None stands for a learned ``[LM]`` vector (its gradient kept). With several
+    ``[LM]`` vectors, each group of consecutive Nones takes them in order (the layout puts them in such groups)."""
     embed = ctx.model.get_input_embeddings()
     embeds = embed(torch.tensor([i if i is not None else 0 for i in ids], dtype=torch.long, device=device))
     if any(i is None for i in ids):
-        lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype)
+        lm = ctx.lm_embedding.to(device=device, dtype=embeds.dtype).reshape(-1, embeds.shape[-1])
+        slot, j = [], 0
+        for i in ids:
+            slot.append(j % lm.shape[0] if i is None else 0)
+            j = j + 1 if i is None else 0
         is_lm = torch.tensor([i is None for i in ids], device=device)
-        embeds = torch.where(is_lm[:, None], lm, embeds)
+        picked = lm[torch.tensor(slot, dtype=torch.long, device=device)]
+        embeds = torch.where(is_lm[:, None], picked, embeds)
     return embeds
 
 

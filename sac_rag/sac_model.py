@@ -271,7 +271,7 @@ class SACModel:
         sib = copy.copy(self)
         sib.config = config
         hidden = self.embeddings.lm.shape[-1]
-        emb = SACEmbeddings(config, self.embeddings.lm.detach().reshape(1, hidden))
+        emb = SACEmbeddings(config, self.embeddings.lm.detach().reshape(-1, hidden))
         emb = emb.to(device=self.embeddings.anchor.device, dtype=self.embeddings.anchor.dtype)
         emb.lm = self.embeddings.lm  # the same parameter object
         sib.embeddings = emb

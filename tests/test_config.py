@@ -43,6 +43,10 @@ def test_defaults_follow_the_paper():
         {"bidirectional": "yes"},
         {"lm_token": None},
         {"lm_token": 0},
+        {"lm_tokens": 0},
+        {"lm_tokens": 65},
+        {"lm_tokens": 2.0},
+        {"lm_tokens": True},
         {"lora_rank": -1},
         {"lora_rank": 8.0},
         {"lora_alpha": 0},
@@ -144,3 +148,14 @@ def test_fingerprint_tracks_what_changes_the_kv():
     assert len(prints) == len(changed)
     # A size limit does not change what a KV holds.
     assert SACConfig(max_input_tokens=10).fingerprint() == base.fingerprint()
+
+
+def test_more_lm_vectors_change_the_fingerprint_and_one_keeps_the_old_one():
+    """``lm_tokens`` came after adapters and stored KVs were fingerprinted: at its default (1) the fingerprint is the
+    one configs had before the field (pinned here), at any other count it differs."""
+    assert SACConfig().fingerprint() == "ba878ba8f2dd36df"
+    assert SACConfig(ratio=15).fingerprint() == "0fcc3eb0b21608ad"
+    prints = {SACConfig(lm_tokens=k).fingerprint() for k in (1, 2, 4)}
+    assert len(prints) == 3
+    old = {k: v for k, v in SACConfig().to_dict().items() if k != "lm_tokens"}  # an adapter saved before the field
+    assert SACConfig.from_dict(old) == SACConfig() and SACConfig.from_dict(SACConfig(lm_tokens=3).to_dict()).lm_tokens == 3

@@ -139,6 +139,37 @@ def test_lm_embedding_is_read_only_when_enabled(make_sac):
         assert (not torch.allclose(before, after, atol=1e-4)) == lm_token
 
 
+@pytest.mark.parametrize("count", [1, 3])
+def test_lm_vectors_sit_after_the_kv_in_order(make_sac, arch, count):
+    """With ``lm_tokens=k`` the decoder reads, after a run of KVs, the k learned vectors in order: the first at the
+    last compressed token's position, the others at the positions after it, and the text after them. Checked
+    against the base model fed those embeddings and positions by hand (under the exact config a KV is the base
+    model's own cache of its text)."""
+    sac = make_sac(arch, **{**EXACT, "lm_token": True, "lm_tokens": count})
+    hidden = sac.model.config.hidden_size
+    assert sac.embeddings.lm.shape == ((hidden,) if count == 1 else (count, hidden))
+    with torch.no_grad():
+        sac.embeddings.lm.normal_()  # vectors far from any token's, so a misplaced or reordered one shows
+    kv = sac.compress(CONTEXT)
+    ctx_ids, q_ids = sac.tokenize(CONTEXT), sac.tokenize(QUESTION)
+    n = len(ctx_ids)
+    reference = TINY[arch](0)
+    embed = reference.get_input_embeddings()
+    lm = sac.embeddings.lm.detach().reshape(count, -1)
+    with torch.inference_mode():
+        embeds = torch.cat([embed(torch.tensor([sac.bos_id] + ctx_ids)), lm.to(embed.weight.dtype), embed(torch.tensor(q_ids))])
+        pos = list(range(n + 1)) + list(range(n, n + count)) + list(range(n + count, n + count + len(q_ids)))
+        want = reference(inputs_embeds=embeds[None], position_ids=torch.tensor([pos])).logits[0, -1].float()
+    assert torch.allclose(logits_of(sac, [kv, QUESTION]), want, atol=1e-4)
+    if count > 1:  # the order matters: swapped vectors give another answer
+        with torch.no_grad():
+            sac.embeddings.lm.copy_(sac.embeddings.lm.flip(0))
+        assert not torch.allclose(logits_of(sac, [kv, QUESTION]), want, atol=1e-3)
+    # generation continues at the positions after the question
+    out = sac.generate([kv, QUESTION], max_new_tokens=2)
+    assert out.usage.prompt_tokens == 1 + len(q_ids) and out.usage.anchors == n
+
+
 def test_kv_alone_is_a_valid_prompt_with_lm_token(make_sac):
     sac = make_sac("llama", ratio=4, lm_token=True)
     out = sac.generate([sac.compress(CONTEXT)], max_new_tokens=3)
@@ -366,14 +397,17 @@ def test_reused_bos_kv_from_inference_does_not_break_training(make_sac):
 # ---- batched teacher forcing (training) --------------------------------------------------------
 
 
+@pytest.mark.parametrize("lm_tokens", [1, 3], ids=["one-lm", "three-lm"])
 @pytest.mark.parametrize("window", [512, 6], ids=["wide", "narrow-window"])
-def test_batched_prefill_matches_one_prompt_at_a_time(make_sac, arch, window):
+def test_batched_prefill_matches_one_prompt_at_a_time(make_sac, arch, window, lm_tokens):
     """_prefill_batch (training: every query of an item in one pass) gives each prompt the logits _prefill gives it
     alone: text before and between KVs, KVs of different sizes (padding), prompts of different lengths, a prompt
-    without KVs; on Gemma 3 also with a window narrower than the prompts (anchors stay visible, text does not)."""
+    without KVs; on Gemma 3 also with a window narrower than the prompts (anchors stay visible, text does not);
+    with one [LM] vector and with several."""
     from sac_rag.generation import _prefill_batch
 
-    sac = make_sac(arch, model_kwargs={"sliding_window": window} if arch == "gemma3" else None, ratio=4, lora_rank=4)
+    sac = make_sac(arch, model_kwargs={"sliding_window": window} if arch == "gemma3" else None, ratio=4, lora_rank=4,
+                   lm_tokens=lm_tokens)
     with torch.no_grad():
         sac.embeddings.lm.normal_()  # a visible [LM] vector, so a misplaced one would show
     ctx = sac._context()

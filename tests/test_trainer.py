@@ -185,6 +185,34 @@ def test_init_adapter_must_match_beyond_ratio(base, data, tmp_path):
               progress=False)
 
 
+def test_a_run_with_more_lm_vectors_than_its_init_adapter(base, data, tmp_path):
+    """``lm_tokens=3`` from an adapter with one [LM] vector: the trained vector comes first and fills the added
+    places, the LoRA and anchors are copied; training then moves each vector on its own; the adapter saves and
+    loads with its three vectors, and a run with fewer vectors than its init adapter is refused."""
+    from sac_rag import ConfigError
+
+    src = train(config(base, data, tmp_path / "one", steps=1), progress=False)
+    one = load(base, src)
+    start = load(base, train(config(base, data, tmp_path / "copy", steps=1, lm_tokens=3, init_adapter=str(src), lr=0.0,
+                                    emb_lr=0.0), progress=False))
+    assert start.config.lm_tokens == 3 and start.embeddings.lm.shape == (3, one.embeddings.lm.shape[0])
+    assert all(torch.equal(row, one.embeddings.lm) for row in start.embeddings.lm)
+    assert torch.equal(start.embeddings.anchor, one.embeddings.anchor)
+    cfg = config(base, data, tmp_path / "three", steps=3, lm_tokens=3, init_adapter=str(src))
+    assert "3 [LM] vectors" in cfg.recipe()
+    trained = load(base, train(cfg, progress=False))
+    moved = trained.embeddings.lm - one.embeddings.lm
+    assert all(row.abs().sum() > 0 for row in moved)
+    assert not torch.allclose(moved[0], moved[1]) and not torch.allclose(moved[1], moved[2])  # each its own gradient
+    with pytest.raises(ConfigError, match="3 \\[LM\\] vectors, more than this run's 1"):
+        train(config(base, data, tmp_path / "fewer", steps=1, init_adapter=str(tmp_path / "three" / "latest" / "adapter")),
+              progress=False)
+    with pytest.raises(ConfigError, match="lm_tokens"):
+        config(base, data, tmp_path / "bad", lm_tokens=0)
+    with pytest.raises(ConfigError, match="sac method"):
+        config(base, data, tmp_path / "ft", lm_tokens=2, method="full-ft")
+
+
 def test_init_adapter_with_a_higher_lora_rank(base, data, tmp_path):
     """A run may grow the LoRA rank of its init adapter (alpha growing with it): the adapter's matrices fill the
     leading rows of A and columns of B, the added columns of B are zero, so the run starts from the adapter's loss."""

@@ -65,6 +65,10 @@ class TrainConfig:
     # the ratios in turn; each ratio's adapter is saved next to the main one (latest/adapter-x<r>)
     joint_ratios: tuple[int, ...] = ()
     lora_rank: int = 16
+    # learned [LM] vectors after each run of compressed passages (SACConfig.lm_tokens): 1 is the paper's; more make a
+    # short soft prompt for the frozen decoder. From an init adapter with fewer, its vectors come first and its last
+    # one fills the added places (see init_from_adapter)
+    lm_tokens: int = 1
     lora_alpha: int | None = None  # None: twice the rank (the shipped adapters' scaling, 32/16)
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     chunk_tokens: int = 510
@@ -180,6 +184,10 @@ class TrainConfig:
             raise ConfigError("give teacher_adapter (a live teacher) or teacher_logits (a stored one), not both")
         if not (math.isfinite(self.teacher_wait_s) and self.teacher_wait_s >= 0):
             raise ConfigError(f"teacher_wait_s must be a finite number of seconds >= 0, got {self.teacher_wait_s}")
+        if not isinstance(self.lm_tokens, int) or isinstance(self.lm_tokens, bool) or not 1 <= self.lm_tokens <= 64:
+            raise ConfigError(f"lm_tokens must be an int in [1, 64], got {self.lm_tokens!r}")
+        if self.lm_tokens != 1 and self.method != "sac":
+            raise ConfigError("lm_tokens applies to the sac method (full-ft reads text, with no [LM] vector)")
         if self.encode_batch < 0:
             raise ConfigError(f"encode_batch must be >= 0, got {self.encode_batch}")
         if not 0 <= self.decay_steps <= self.steps:
@@ -197,6 +205,8 @@ class TrainConfig:
         parts = [f"lr {self.lr:g}/{self.emb_lr:g}", f"rank {self.lora_rank}"]
         if tuple(self.lora_targets) != TrainConfig.lora_targets:
             parts[-1] += " on " + "/".join(self.lora_targets)
+        if self.lm_tokens != 1:
+            parts.append(f"{self.lm_tokens} [LM] vectors")
         if self.stage == "qa":
             parts += [f"<={self.max_distractors} distractors", f"<={self.max_questions} questions"]
         if self.distill:
@@ -214,7 +224,7 @@ class TrainConfig:
 
     def sac_config(self) -> SACConfig:
         return SACConfig(ratio=self.ratio, chunk_tokens=self.chunk_tokens, lora_rank=self.lora_rank,
-                         lora_alpha=self.lora_alpha, lora_targets=tuple(self.lora_targets))
+                         lora_alpha=self.lora_alpha, lora_targets=tuple(self.lora_targets), lm_tokens=self.lm_tokens)
 
 
 def split_weight(spec: str) -> tuple[str, float | None]:
@@ -495,11 +505,13 @@ def init_from_adapter(sac: SACModel, path: str | os.PathLike) -> None:
     it (the same alpha / rank, so the same scaling): the adapter's rank-r matrices fill the first r rows of each A
     and columns of each B, the added rows of A keep peft's random start and the added columns of B are zero. Each
     anchor slot takes the source slot that sat nearest to its position in a full sub-context (so 15x slot j, at
-    token 15j+7, takes 5x slot 3j+1, at 15j+7). Any other difference (a lower rank, another scaling, template,
-    ...) is a :class:`ConfigError`."""
+    token 15j+7, takes 5x slot 3j+1, at 15j+7). A run with more ``[LM]`` vectors than the adapter takes the
+    adapter's in order and repeats its last one in the added places (so the decoder first reads the trained vector
+    several times, rather than something it has never seen). Any other difference (a lower rank, fewer ``[LM]``
+    vectors, another scaling, template, ...) is a :class:`ConfigError`."""
     files = read_adapter(path)
     mine, theirs = sac.config, files.config
-    loose = ("ratio", "lora_targets", "lora_rank", "lora_alpha")
+    loose = ("ratio", "lora_targets", "lora_rank", "lora_alpha", "lm_tokens")
     same = {k: v for k, v in mine.to_dict().items() if k not in loose} == {k: v for k, v in theirs.to_dict().items() if k not in loose}
     missing = sorted(set(theirs.lora_targets) - set(mine.lora_targets))
     why = ""
@@ -509,6 +521,8 @@ def init_from_adapter(sac: SACModel, path: str | os.PathLike) -> None:
         why = f"it wraps {missing}, which this run does not"
     elif mine.lora_rank < theirs.lora_rank or (theirs.lora_rank == 0) != (mine.lora_rank == 0):
         why = f"its LoRA rank {theirs.lora_rank} does not fit in this run's {mine.lora_rank}"
+    elif mine.lm_tokens < theirs.lm_tokens:
+        why = f"it has {theirs.lm_tokens} [LM] vectors, more than this run's {mine.lm_tokens}"
     elif mine.lora_alpha * theirs.lora_rank != theirs.lora_alpha * mine.lora_rank:
         alpha = theirs.lora_alpha * mine.lora_rank / max(1, theirs.lora_rank)
         why = (f"its LoRA scaling alpha/rank is {theirs.lora_alpha}/{theirs.lora_rank}, this run's {mine.lora_alpha}/"
@@ -518,7 +532,10 @@ def init_from_adapter(sac: SACModel, path: str | os.PathLike) -> None:
     if files.base_fingerprint != sac.base_fingerprint:
         raise ConfigError(f"adapter {path} belongs to another base model ({files.meta.get('base_model')!r})")
     anchor = map_anchor_slots(files.embeddings["anchor"], theirs, mine)
-    files = replace(files, embeddings={**files.embeddings, "anchor": anchor})
+    lm = files.embeddings["lm"].reshape(theirs.lm_tokens, -1)
+    lm = torch.cat([lm, lm[-1:].expand(mine.lm_tokens - theirs.lm_tokens, -1)])
+    lm = lm.reshape(sac.embeddings.lm.shape)
+    files = replace(files, embeddings={**files.embeddings, "anchor": anchor, "lm": lm})
     if files.lora is not None and mine.lora_rank > theirs.lora_rank:
         files = replace(files, lora=_grow_lora(sac, files.lora))
     sac._load_weights(files)
