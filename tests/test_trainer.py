@@ -662,3 +662,15 @@ def test_full_ft_teacher_reads_as_full_ft_does(base, data, tmp_path):
     # and a distilled run with it trains
     out = train(cfg, progress=False).parent.parent
     assert all(math.isfinite(r["ce"]) and math.isfinite(r["kl"]) for r in log_lines(out))
+
+
+def test_cli_passes_lm_tokens_to_the_run(data, tmp_path, monkeypatch):
+    """``sac-rag train --lm-tokens 4`` builds a run whose SAC config has four [LM] vectors (and names them in its recipe)."""
+    import sac_rag.training as training_pkg
+    from sac_rag.cli import main
+
+    runs = []
+    monkeypatch.setattr(training_pkg, "train", lambda cfg, **kw: runs.append(cfg) or tmp_path / "adapter")
+    assert main(["train", "--qa-data", data, "--lm-tokens", "4", "--out", str(tmp_path / "run")]) == 0
+    (cfg,) = runs
+    assert cfg.lm_tokens == 4 and cfg.sac_config().lm_tokens == 4 and "4 [LM] vectors" in cfg.recipe()
