@@ -3,12 +3,16 @@ errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, d
 are, this one by default; sessions 23 and 24 read ../s23 and ../s24 with it). Settings: sq/nq gold passage alone,
 sqr/nqr among 4 distractors in random order, sqo/nqo among 4 distractors in relevance order (session 24), sqd/nqd
 among the 4 retrieved distractors (nearest the question by MiniLM, no answer in them) in relevance order (session 27);
-td/tdd and nw/nwd the same two settings on TyDi QA GoldP English and SQuADShifts new_wiki (session 31)."""
+td/tdd and nw/nwd the same two settings on TyDi QA GoldP English and SQuADShifts new_wiki (session 31). A fourth
+argument, settings joined by commas, prints their pool too (session 31's second rule pools td,nw,tdd,nwd and reads
+its guard nq on its own)."""
 import json, math, sys
 from pathlib import Path
 
 cand, ref = sys.argv[1], sys.argv[2]
 here = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).parent
+rule = sys.argv[4].split(",") if len(sys.argv) > 4 else []
+ruled = []
 names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "sqo": "SQuAD among 4 distractors, relevance order",
          "nq": "NQ-open gold", "nqr": "NQ-open among 4 distractors", "nqo": "NQ-open among 4 distractors, relevance order",
          "sqd": "SQuAD among 4 retrieved distractors, relevance order",
@@ -39,6 +43,8 @@ for s, name in names.items():
     assert a.keys() == b.keys(), f"{s}: the runs answered different questions"
     d = [a[k] - b[k] for k in a]
     pooled += d
+    if s in rule:
+        ruled += d
     if s.endswith("r"):
         distractors += d
     if s.endswith("o"):
@@ -57,6 +63,8 @@ if relevance:  # session 24's rule pools the integrations' settings, and reads r
               ("gold alone and relevance order", integrations)]
 if retrieved:  # session 27's rule pools gold alone with the retrieved distractors
     groups += [("retrieved distractors", retrieved), ("gold alone and retrieved distractors", gold_retrieved)]
+if rule:
+    groups.append(("the rule's pool: " + ", ".join(rule), ruled))
 for label, d in (*groups, ("pooled", pooled)):
     if len(d) > 1:
         m, se = stats(d)
