@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # next session: resume x5lm4s32 (from its latest checkpoint) and run this rule's evals (README.md here) that have no
-# file yet: the 5x default's and the control's (x5td31, from ~/.cache/sac-rag/runs/s31/cand5td) on one core beside
-# the training, the candidate's when it has finished; then the bar. Needs ~/.cache/sac-rag/data/fetched/ (../s31/README.md).
+# file yet: the control's (x5td31) on one core beside the training, the candidate's when it has finished; then the bar. Needs ~/.cache/sac-rag/data/fetched/ (../s31/README.md).
 cd /work/main
 S=/work/shared/data R=~/.cache/sac-rag/runs/s32 O=docs/evals/selection/s32
 mkdir -p $R
@@ -18,5 +17,6 @@ mkdir -p $R
     echo "$(date +%T) done bar $D rc=$?" >> $R/progress.txt
   done
 ) > /dev/null 2>&1 &
-docs/evals/selection/s32/evals.sh shipped5 sac_rag/adapters/gemma-3-270m-x5
-[ -d ~/.cache/sac-rag/runs/s31/cand5td ] && docs/evals/selection/s32/evals.sh x5td31 ~/.cache/sac-rag/runs/s31/cand5td
+# the control (x5td31, committed as a candidate in session 32 and the default once it ships); the old default's runs
+# (shipped5) are needed only while x5td31 has not shipped: `evals.sh shipped5 sac_rag/adapters/gemma-3-270m-x5`
+docs/evals/selection/s32/evals.sh x5td31 docs/candidates/gemma-3-270m-x5-s31t
