@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # next session: resume x5lm4s32 (from its latest checkpoint) and run this rule's evals (README.md here) that have no
-# file yet: the control's (x5td31) on one core beside the training, the candidate's when it has finished; then the bar. Needs ~/.cache/sac-rag/data/fetched/ (../s31/README.md).
+# file yet: the control's (x5td31) on one core beside the training, the candidate's when it has finished; then the
+# bar. Needs ~/.cache/sac-rag/data/fetched/ (../s31/README.md).
 cd /work/main
 S=/work/shared/data R=~/.cache/sac-rag/runs/s32 O=docs/evals/selection/s32
 mkdir -p $R
