@@ -12,8 +12,8 @@ SQ="--data $S/squad/squad-v1.1-dev-part2.json" NQ="--data $S/nq_open/nq-open-ora
 jobs=(  # file :: data and options, the table's most quoted first
   "squad500_sac5_grounded.json::$SQ --limit 500 --grounded"
   "nq500_sac5_grounded.json::$NQ --limit 500 --grounded"
-  "ordering/squad500_rag5_sac5_grounded_relevance.json::$SQ --passages 5 --limit 500 --order relevance --grounded --reuse-kv"
-  "ordering/nq500_rag5_sac5_grounded_relevance.json::$NQ --passages 5 --limit 500 --order relevance --grounded --reuse-kv"
+  "ordering/squad500_rag5_sac5td31_grounded_relevance.json::$SQ --passages 5 --limit 500 --order relevance --grounded --reuse-kv"
+  "ordering/nq500_rag5_sac5td31_grounded_relevance.json::$NQ --passages 5 --limit 500 --order relevance --grounded --reuse-kv"
   "squad500_rag5_sac5_grounded.json::$SQ --passages 5 --limit 500 --grounded --reuse-kv"
   "nq500_rag5_sac5_grounded.json::$NQ --passages 5 --limit 500 --grounded --reuse-kv"
   "squad500_sac5.json::$SQ --limit 500"
