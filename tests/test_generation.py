@@ -161,13 +161,14 @@ def test_lm_vectors_sit_after_the_kv_in_order(make_sac, arch, count):
         pos = list(range(n + 1)) + list(range(n, n + count)) + list(range(n + count, n + count + len(q_ids)))
         want = reference(inputs_embeds=embeds[None], position_ids=torch.tensor([pos])).logits[0, -1].float()
     assert torch.allclose(logits_of(sac, [kv, QUESTION]), want, atol=1e-4)
+    # generation starts from those logits; the [LM] vectors are not counted as prompt text
+    out = sac.generate([kv, QUESTION], max_new_tokens=2)
+    assert out.token_ids[0] == int(want.argmax())
+    assert out.usage.prompt_tokens == 1 + len(q_ids) and out.usage.anchors == n
     if count > 1:  # the order matters: swapped vectors give another answer
         with torch.no_grad():
             sac.embeddings.lm.copy_(sac.embeddings.lm.flip(0))
         assert not torch.allclose(logits_of(sac, [kv, QUESTION]), want, atol=1e-3)
-    # generation continues at the positions after the question
-    out = sac.generate([kv, QUESTION], max_new_tokens=2)
-    assert out.usage.prompt_tokens == 1 + len(q_ids) and out.usage.anchors == n
 
 
 def test_kv_alone_is_a_valid_prompt_with_lm_token(make_sac):
