@@ -184,8 +184,7 @@ class TrainConfig:
             raise ConfigError("give teacher_adapter (a live teacher) or teacher_logits (a stored one), not both")
         if not (math.isfinite(self.teacher_wait_s) and self.teacher_wait_s >= 0):
             raise ConfigError(f"teacher_wait_s must be a finite number of seconds >= 0, got {self.teacher_wait_s}")
-        if not isinstance(self.lm_tokens, int) or isinstance(self.lm_tokens, bool) or not 1 <= self.lm_tokens <= 64:
-            raise ConfigError(f"lm_tokens must be an int in [1, 64], got {self.lm_tokens!r}")
+        SACConfig(lm_tokens=self.lm_tokens)  # checked where the field is defined (its type and range)
         if self.lm_tokens != 1 and self.method != "sac":
             raise ConfigError("lm_tokens applies to the sac method (full-ft reads text, with no [LM] vector)")
         if self.encode_batch < 0:
