@@ -3,7 +3,8 @@ errors. Usage: score.py CANDIDATE REFERENCE [FOLDER] (run names: pc1, control, d
 are, this one by default; sessions 23 and 24 read ../s23 and ../s24 with it). Settings: sq/nq gold passage alone,
 sqr/nqr among 4 distractors in random order, sqo/nqo among 4 distractors in relevance order (session 24), sqd/nqd
 among the 4 retrieved distractors (nearest the question by MiniLM, no answer in them) in relevance order (session 27);
-td/tdd and nw/nwd the same two settings on TyDi QA GoldP English and SQuADShifts new_wiki (session 31). A fourth
+td/tdd and nw/nwd the same two settings on TyDi QA GoldP English and SQuADShifts new_wiki (session 31), am/amd
+on SQuADShifts amazon (session 33's second rule). A fourth
 argument, settings joined by commas, prints their pool too (session 31's second rule pools td,nw,tdd,nwd and reads
 its guard nq on its own)."""
 import json, math, sys
@@ -19,7 +20,8 @@ names = {"sq": "SQuAD gold", "sqr": "SQuAD among 4 distractors", "sqo": "SQuAD a
          "nqd": "NQ-open among 4 retrieved distractors, relevance order",
          "td": "TyDi QA English gold", "nw": "SQuADShifts new_wiki gold",
          "tdd": "TyDi QA English among 4 retrieved distractors, relevance order",
-         "nwd": "SQuADShifts new_wiki among 4 retrieved distractors, relevance order"}
+         "nwd": "SQuADShifts new_wiki among 4 retrieved distractors, relevance order",
+         "am": "SQuADShifts amazon gold", "amd": "SQuADShifts amazon among 4 retrieved distractors, relevance order"}
 
 
 def f1s(run, setting):
@@ -51,9 +53,9 @@ for s, name in names.items():
         relevance += d
     if s in ("sq", "nq", "sqo", "nqo"):
         integrations += d
-    if s in ("sqd", "nqd", "tdd", "nwd"):
+    if s in ("sqd", "nqd", "tdd", "nwd", "amd"):
         retrieved += d
-    if s in ("sq", "nq", "sqd", "nqd", "td", "nw", "tdd", "nwd"):
+    if s in ("sq", "nq", "sqd", "nqd", "td", "nw", "tdd", "nwd", "am", "amd"):
         gold_retrieved += d
     m, se = stats(d)
     print(f"| {name} | {100 * sum(a.values()) / len(a):.2f} | {100 * sum(b.values()) / len(b):.2f} | {m:+.2f} [{se:.2f}] |")
