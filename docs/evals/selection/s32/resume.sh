@@ -20,4 +20,4 @@ mkdir -p $R
 ) > /dev/null 2>&1 &
 # the control (x5td31, committed as a candidate in session 32 and the default once it ships); the old default's runs
 # (shipped5) are needed only while x5td31 has not shipped: `evals.sh shipped5 sac_rag/adapters/gemma-3-270m-x5`
-docs/evals/selection/s32/evals.sh x5td31 docs/candidates/gemma-3-270m-x5-s31t
+docs/evals/selection/s32/evals.sh x5td31 sac_rag/adapters/gemma-3-270m-x5   # the default since session 33 (session 32 committed it in docs/candidates/, since removed: the same weights)
