@@ -12,6 +12,10 @@ import time
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .generation import StreamPiece
 
 __all__ = ["main"]
 
@@ -27,7 +31,7 @@ def _full_kv_bytes(sac, tokens: int) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * tokens * sac.dtype.itemsize
 
 
-def _timed_stream(pieces) -> tuple[str, float, object]:
+def _timed_stream(pieces) -> tuple[str, float, StreamPiece | None]:
     """(text, seconds to the first piece, the last piece) of a stream; the last piece carries a grounded span."""
     t0 = time.perf_counter()
     first, text, last = None, [], None
@@ -46,6 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config import QA_TEMPLATE
     from .evaluation.metrics import f1
     from .models import cache_dir
+    from .ordering import prompt_order
     from .retrieval import FaissIndex
 
     corpus = _demo_corpus()
@@ -85,8 +90,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ttft_sac, ttft_full = [], []
     scores = {"SAC": [], "SAC, grounded": [], "full context": []}
     for q in corpus["questions"][: args.questions]:
-        # the retriever's best passage goes last, the order the shipped adapters were trained for (docs/ordering.md)
-        hits = list(reversed(index.search(q["question"], args.k)))
+        found = index.search(q["question"], args.k)  # most relevant first
+        hits = [found[i] for i in prompt_order(len(found))]  # best last: the order the adapters were trained for
         marked = compressor.compress([h.text for h in hits])  # all found in the store: nothing is recompressed
         prompt = "".join(m.marker for m in marked) + QA_TEMPLATE.format(question=q["question"])
         sac_text, sac_ttft, _ = _timed_stream(compressor.stream(prompt, max_new_tokens=24, stop=["\n"]))
