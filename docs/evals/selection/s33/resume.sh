@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Session 34: not needed any more. Both runs were trained again (the cache was lost) and scored; see README.md here
+# and ../s33r/README.md ("Results"). Kept as the record of what session 33 left to do.
 # next session: resume session 33's two runs (each from its latest checkpoint; a no-op once finished) and run their
 # rules' evals that have no file yet, one chain a core: the 15x rule (README.md here) and the 5x one (../s33r).
 # Each chain finishes its run, then runs the shipped adapter's evals, then the candidate's (and, for the 5x
