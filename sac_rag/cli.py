@@ -12,11 +12,6 @@ import time
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .generation import StreamPiece
-
 __all__ = ["main"]
 
 
@@ -31,16 +26,15 @@ def _full_kv_bytes(sac, tokens: int) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * tokens * sac.dtype.itemsize
 
 
-def _timed_stream(pieces) -> tuple[str, float, StreamPiece | None]:
-    """(text, seconds to the first piece, the last piece) of a stream; the last piece carries a grounded span."""
+def _timed_stream(pieces) -> tuple[str, float, float]:
+    """(text, seconds to the first piece, total seconds) of a stream."""
     t0 = time.perf_counter()
-    first, text, last = None, [], None
+    first, text = None, []
     for piece in pieces:
         if first is None:
             first = time.perf_counter() - t0
         text.append(piece.text)
-        last = piece
-    return "".join(text).strip(), first or 0.0, last
+    return "".join(text).strip(), first or 0.0, time.perf_counter() - t0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -95,20 +89,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         marked = compressor.compress([h.text for h in hits])  # all found in the store: nothing is recompressed
         prompt = "".join(m.marker for m in marked) + QA_TEMPLATE.format(question=q["question"])
         sac_text, sac_ttft, _ = _timed_stream(compressor.stream(prompt, max_new_tokens=24, stop=["\n"]))
-        span_text, _, last = _timed_stream(compressor.stream(prompt, grounded=True, max_new_tokens=24, stop=["\n"]))
+        grounded = compressor.generate(prompt, grounded=True, max_new_tokens=24, stop=["\n"])  # .span: where it lies
         full_prompt = "".join(sac.config.template + h.text + "\n" for h in hits).rstrip("\n") + QA_TEMPLATE.format(question=q["question"])
         full_text, full_ttft, _ = _timed_stream(sac.stream([full_prompt], max_new_tokens=24, stop=["\n"]))
         ttft_sac.append(sac_ttft)
         ttft_full.append(full_ttft)
-        for name, text in (("SAC", sac_text), ("SAC, grounded", span_text), ("full context", full_text)):
+        for name, text in (("SAC", sac_text), ("SAC, grounded", grounded.text), ("full context", full_text)):
             scores[name].append(f1(text, q["answers"]))
         tokens = sum(m.num_tokens for m in marked)
-        span = last.span if last is not None else None
+        span = grounded.span
         where = f"a span of passage {span.passage + 1} of {len(hits)}" if span is not None else "no span"
         print(f"Q: {q['question']}   (gold: {q['answers'][0]})")
         print(f"   SAC : {sac_text!r:48} first token {sac_ttft:5.2f} s, KV {sum(m.nbytes for m in marked) / 1e6:5.2f} MB "
               f"({sum(m.num_anchors for m in marked)} anchors)")
-        print(f"   SAC, grounded: {span_text!r:38} {where} (the best-ranked is {len(hits)})")
+        print(f"   SAC, grounded: {grounded.text.strip()!r:38} {where} (the best-ranked is {len(hits)})")
         print(f"   full: {full_text!r:48} first token {full_ttft:5.2f} s, KV {_full_kv_bytes(sac, tokens) / 1e6:5.2f} MB "
               f"({tokens} tokens)")
     st = compressor.store.stats()
