@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget, encode_batch=args.encode_batch, distill=args.distill,
         teacher_adapter=args.teacher_adapter, teacher_logits=args.teacher_logits, teacher_wait_s=args.teacher_wait,
         passage_choice=args.passage_choice, gold_last=args.gold_last,
-        hard_negatives=args.hard_negatives,
+        hard_negatives=args.hard_negatives, lm_mix=args.lm_mix,
         max_distractors=args.max_distractors, max_questions=args.max_questions,
         dtype=args.dtype or "auto", threads=args.threads, seed=args.seed, out_dir=args.out or "",
         save_every_s=args.save_every, resume=not args.no_resume,
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-negatives", type=float, default=0.0,
                    help="chance that an item's distractors are hard negatives: passages the embedded MiniLM ranks "
                         "nearest its questions that hold none of their answers (QA stage; 0: random distractors)")
+    p.add_argument("--lm-mix", type=float, default=0.0,
+                   help="chance that an item is an LM-continuation item (compress a passage's start, predict the "
+                        "rest) from --text-data or the QA sources' passages, between the same QA items (QA stage; 0: off)")
     p.add_argument("--max-distractors", type=int, default=4)
     p.add_argument("--max-questions", type=int, default=4, help="questions decoded from one compression (QA stage)")
     p.add_argument("--threads", type=int, default=None)

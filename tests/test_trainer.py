@@ -472,6 +472,22 @@ def test_distillation_pulls_the_student_towards_the_text_reader(tmp_path):
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 
 
+def test_qa_run_with_lm_mix_trains_on_both_kinds(base, data, tmp_path, monkeypatch):
+    long = " ".join(f"Sentence {i} of a long text about a topic, with several words." for i in range(20))
+    path = tmp_path / "text.jsonl"
+    path.write_text(json.dumps({"question": "q?", "answers": ["a"], "passages": [long]}) + "\n", encoding="utf-8")
+    out = tmp_path / "mix"
+    cfg = config(base, data, out, steps=2, grad_accum=4, lm_mix=0.5, text_data=(f"{path}:jsonl",))
+    expected = list(itertools.islice(item_stream(cfg), 8))
+    assert {item.kind for item in expected} == {"lm", "qa"}  # this seed's first items hold both kinds
+    seen = record_items(monkeypatch)
+    train(cfg, progress=False)
+    assert seen == expected
+    rows = log_lines(out)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert "LM mix 0.5" in json.loads((out / "latest" / "adapter" / "sac_adapter.json").read_text())["info"]["recipe"]
+
+
 def test_train_with_distillation_runs(base, data, tmp_path):
     out = tmp_path / "run"
     train(config(base, data, out, steps=2, distill=0.5), progress=False)

@@ -342,6 +342,40 @@ def test_item_stream_gold_last_keeps_the_items(tmp_path):
     assert "gold last 1" in TrainConfig(gold_last=1.0, **kw).recipe()
 
 
+def test_item_stream_lm_mix_puts_lm_items_between_the_same_qa_items(tmp_path):
+    qa = tmp_path / "train.json"
+    write_squad(qa)
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"question": "q?", "answers": ["a"], "passages": [f"Doc {i}. " + LONG]}) + "\n"
+                            for i in range(3)), encoding="utf-8")
+    kw = {"stage": "qa", "qa_data": (str(qa),), "out_dir": str(tmp_path / "run"), "max_questions": 2}
+    plain = list(itertools.islice(item_stream(TrainConfig(**kw)), 80))
+    cfg = TrainConfig(lm_mix=0.5, text_data=(f"{text}:jsonl",), **kw)
+    mixed = list(itertools.islice(item_stream(cfg), 80))
+    assert mixed == list(itertools.islice(item_stream(cfg), 80))  # seeded
+    lm = [m for m in mixed if m.kind == "lm"]
+    qa_items = [m for m in mixed if m.kind == "qa"]
+    assert 20 <= len(lm) <= 60  # about half
+    assert qa_items == plain[: len(qa_items)]  # the QA items are the plain run's, in its order
+    assert {m.passages[0][:6] for m in lm[:3]} == {"Doc 0.", "Doc 1.", "Doc 2."}  # each text once per pass
+    assert "LM mix 0.5" in cfg.recipe()
+
+
+def test_lm_mix_is_checked(tmp_path):
+    from sac_rag import ConfigError
+
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match="lm_mix"):
+            TrainConfig(stage="qa", qa_data=("a.json",), out_dir=str(tmp_path), lm_mix=bad)
+    with pytest.raises(ConfigError, match="QA stage of the sac method"):
+        TrainConfig(stage="qa", method="full-ft", qa_data=("a.json",), out_dir=str(tmp_path), lm_mix=0.2)
+    qa = tmp_path / "train.json"
+    write_squad(qa)  # its paragraphs are shorter than an LM item needs
+    cfg = TrainConfig(stage="qa", qa_data=(str(qa),), out_dir=str(tmp_path / "run"), lm_mix=0.9)
+    with pytest.raises(ConfigError, match="long enough"):
+        list(itertools.islice(item_stream(cfg), 50))
+
+
 @pytest.mark.parametrize("field", ["gold_last", "hard_negatives"])
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_item_chances_are_chances_for_the_qa_stage(tmp_path, field, bad):

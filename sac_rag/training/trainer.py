@@ -121,6 +121,11 @@ class TrainConfig:
     # ranks nearest the item's questions that hold none of their answers (sac_rag.negatives, as the eval's
     # ``--distractors retrieved``), not at random; the draw has a stream of its own; 0 keeps random distractors
     hard_negatives: float = 0.0
+    # chance that an item of a QA run is an LM-continuation item instead (compress the start of a passage, predict
+    # the rest, as in the LM stage), from ``text_data`` or else the QA sources' passages: rehearses what the anchors
+    # carry beyond the answers. Drawn from streams of their own, so the QA items are those of the same seed, in the
+    # same order, with the LM items between them; 0 turns it off
+    lm_mix: float = 0.0
     dtype: str = "auto"  # bfloat16 where the hardware does it natively, else float32 (see resolve_dtype)
     threads: int | None = None
     seed: int = 0
@@ -174,6 +179,10 @@ class TrainConfig:
             raise ConfigError(f"hard_negatives must be a chance in [0, 1], got {self.hard_negatives}")
         if self.hard_negatives and (self.stage != "qa" or self.max_distractors < 1):
             raise ConfigError("hard_negatives applies to the QA stage with max_distractors >= 1 (it picks distractors)")
+        if not (math.isfinite(self.lm_mix) and 0.0 <= self.lm_mix < 1.0):
+            raise ConfigError(f"lm_mix must be a chance in [0, 1), got {self.lm_mix}")
+        if self.lm_mix and (self.stage != "qa" or self.method != "sac"):
+            raise ConfigError("lm_mix applies to the QA stage of the sac method (it mixes LM items into QA items)")
         if self.passage_choice_top_k < 1:
             raise ConfigError(f"passage_choice_top_k must be >= 1, got {self.passage_choice_top_k}")
         if self.teacher_adapter and not self.distill:
@@ -217,6 +226,8 @@ class TrainConfig:
             parts.append(f"gold last {self.gold_last:g}")
         if self.hard_negatives:
             parts.append(f"hard negatives {self.hard_negatives:g}")
+        if self.lm_mix:
+            parts.append(f"LM mix {self.lm_mix:g}")
         if self.joint_ratios:
             parts.append("joint with " + "/".join(f"x{r}" for r in self.joint_ratios))
         return ", ".join(parts)
@@ -325,7 +336,35 @@ def _hard_candidates(groups: list[list[QAExample]], pool: list[str], cfg: TrainC
 
 
 def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
-    """An endless, seeded stream of training items (the same seed gives the same stream)."""
+    """An endless, seeded stream of training items (the same seed gives the same stream); with ``cfg.lm_mix``, the
+    same seed's QA items with LM-continuation items between them."""
+    if cfg.stage == "qa" and cfg.lm_mix:
+        qa = _stream(cfg)
+        lm = _lm_stream(cfg.text_data or cfg.qa_data, random.Random(f"{cfg.seed}/lm-mix/text"))
+        pick = random.Random(f"{cfg.seed}/lm-mix")
+        while True:
+            yield next(lm) if pick.random() < cfg.lm_mix else next(qa)
+    yield from _stream(cfg)
+
+
+def _lm_stream(specs: tuple[str, ...], rng: random.Random) -> Iterator[TrainItem]:
+    """LM-continuation items from the passages of ``specs``: every passage once per pass, in a shuffled order."""
+    texts = [p for spec in specs for ps in articles(_load_spec(spec)).values() for p in ps]
+    while True:
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        made = 0
+        for i in order:
+            item = lm_item(texts[i], rng)
+            if item is not None:
+                made += 1
+                yield item
+        if not made:
+            raise ConfigError(f"no passage of {list(specs)} is long enough to cut into an LM-continuation item "
+                              "(200 characters or more)")
+
+
+def _stream(cfg: TrainConfig) -> Iterator[TrainItem]:
     rng = random.Random(cfg.seed)
     place = {"gold_last": cfg.gold_last, "place_rng": random.Random(f"{cfg.seed}/gold-last")} if cfg.gold_last else {}
     if cfg.stage == "qa":
@@ -353,14 +392,7 @@ def item_stream(cfg: TrainConfig) -> Iterator[TrainItem]:
             rng.shuffle(order)
             for i in order:
                 yield item(grouped[i])
-    texts = [p for spec in (cfg.text_data or cfg.qa_data) for ps in articles(_load_spec(spec)).values() for p in ps]
-    while True:
-        order = list(range(len(texts)))
-        rng.shuffle(order)
-        for i in order:
-            item = lm_item(texts[i], rng)
-            if item is not None:
-                yield item
+    yield from _lm_stream(cfg.text_data or cfg.qa_data, rng)
 
 
 def _context(sac: SACModel) -> DecoderContext:
