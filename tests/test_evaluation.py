@@ -616,3 +616,46 @@ def test_evaluate_reuses_compressed_passages(sac, squad):
     assert "kv_reuse" not in fresh["summary"] and reused["config"]["reuse_kv"] is True
     with pytest.raises(InvalidInputError, match="reuse_kv"):
         EvalConfig(data=squad, method="full", reuse_kv=True)
+
+
+def _result(method: str, f1: float, *, items: int = 0, before: int = 0, grounded: bool = False, dtype: str = "float32",
+            ratio: int = 5, passages: int = 1, order: str = "random") -> dict:
+    info = {"trained": True, "stage": "qa", "items": items, "before": {"items": before}} if method == "sac" else {}
+    return {"config": {"data": "/x/dev.json", "parity": None, "passages": passages, "limit": 500, "method": method,
+                       "ratio": ratio, "shots": 0, "offset": 0, "grounded": grounded, "order": order},
+            "summary": {"n": 500, "f1": f1, "dtype": dtype, "adapter_info": info}, "records": []}
+
+
+def test_history_of_the_shipped_adapter_from_previous_folders(tmp_path):
+    """Each 5x adapter's table runs, kept in previous-* folders when it was replaced, become one row per adapter (its
+    QA items), one column per setting and decoding, with the share of full-ft decoded the same way; runs in
+    bf16, at another ratio or in another passage order stay out."""
+    import struct
+
+    from sac_rag.evaluation.report import _history, _load
+
+    results = tmp_path / "evals"
+    kept = {"previous-x5-a": [_result("sac", 30.0, items=1000, before=9000),
+                              _result("sac", 40.0, items=1000, before=9000, grounded=True),
+                              _result("sac", 99.0, items=1000, before=9000, dtype="bfloat16")],
+            "previous-x5-b": [_result("sac", 33.0, items=2000, before=10000),
+                              _result("sac", 77.0, items=2000, before=10000, order="relevance"),
+                              _result("sac", 20.0, items=500, before=0, ratio=15)],
+            ".": [_result("sac", 34.0, items=1000, before=12000), _result("sac", 45.0, items=1000, before=12000, grounded=True),
+                  _result("full-ft", 50.0), _result("full-ft", 60.0, grounded=True)]}
+    for folder, rows in kept.items():
+        (results / folder).mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(rows):
+            (results / folder / f"r{i}.json").write_text(json.dumps(row))
+    current = [r for r in _load(results) if r["config"].get("order") == "random"]
+    lines = _history(results, {("dev.json", None, 1): current}, tmp_path)
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| QA items | dev.json, gold passage only, free | dev.json, gold passage only, grounded |"
+    assert table[1:] == ["| 10,000 | 30.0 (60%) | 40.0 (67%) |", "| 12,000 | 33.0 (66%) |  |",
+                         "| 13,000 | 34.0 (68%) | 45.0 (75%) |"]
+    png = (tmp_path / "f1_history.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "![f1_history.png](f1_history.png)" in lines
+    width, height = struct.unpack(">II", png[16:24])
+    assert width < 1.5 * height  # one panel: one data set and setting
+    # one adapter only: no history to draw
+    assert _history(tmp_path / "none", {("dev.json", None, 1): current[:1]}, tmp_path) == []

@@ -355,6 +355,84 @@ def _curve(curve_dir: Path, out: Path) -> list[str]:
     return lines + [f"![{p}]({p})" for p in plots] + [""]
 
 
+def _history(results_dir: Path, largest: dict[tuple, list[dict]], out: Path) -> list[str]:
+    """Each shipped 5x SAC adapter's F1 on the largest tables, against the QA items it had been trained on: the tables'
+    own SAC runs and those kept in ``previous-*`` folders when an adapter was replaced (the same questions, passage
+    setting and command), float32 runs only, with ``full-ft`` decoded the same way and 95% of it as lines."""
+    runs = [r for d in sorted(results_dir.glob("previous-*")) if d.is_dir() for r in _load(d)]
+    runs += [r for rows in largest.values() for r in rows]
+    keys = {key: rows[0]["summary"]["n"] for key, rows in largest.items()}
+    panels: dict[tuple, dict[str, list[tuple[int, float, str]]]] = defaultdict(lambda: defaultdict(list))
+    rivals: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in runs:
+        cfg, s = r["config"], r["summary"]
+        key = (Path(cfg["data"]).name, cfg.get("parity"), cfg["passages"])
+        if (key not in keys or s["n"] != keys[key] or cfg.get("shots", 0) or cfg.get("offset", 0)
+                or cfg.get("order", "random") != "random" or cfg.get("distractors", "random") != "random"):
+            continue
+        decoding = "grounded" if cfg.get("grounded") else "free"
+        if cfg["method"] == "full-ft":
+            if recorded_dtype(s) == "float32" or decoding not in rivals[key]:
+                rivals[key][decoding] = s["f1"]
+            continue
+        info = s.get("adapter_info") or {}
+        if cfg["method"] != "sac" or cfg["ratio"] != 5 or not info.get("trained") or recorded_dtype(s) != "float32":
+            continue
+        items = int((info.get("before") or {}).get("items", 0) + info.get("items", 0))
+        series = panels[key][f"sac 5x, {decoding}"]
+        if all(p[0] != items for p in series):
+            series.append((items, s["f1"], r.get("_file", "")))
+    panels = {k: v for k, v in panels.items() if any(len(pts) > 1 for pts in v.values())}
+    if not panels:
+        return []
+    order = sorted(panels, key=str)
+    columns = [(key, name) for key in order for name in sorted(panels[key])]
+    lines = ["## The shipped 5x adapters over their training", "",
+             "F1 of each 5x adapter that shipped, on the largest tables' questions, against the QA items it had been "
+             "trained on (its own runs and those of the adapters it continued; averaged runs count every worker's items), "
+             "and in brackets its share of `full-ft` decoded the same way (free or grounded): the SAC runs of these tables "
+             "and those kept in `previous-*` folders when an adapter was replaced, float32 runs only; a blank: not run. "
+             "Among distractors the passages are in a random order, the tables' setting; the adapters since session 25 "
+             "were trained for the integrations' order (the best-ranked passage last), where they score higher "
+             "(`docs/ordering.md`). "
+             "In the plot, dashed: `full-ft`; dotted: 95% of it, the target.", "",
+             "| QA items | " + " | ".join(f"{_title(k[0], k[1], k[2])}, {name.split(', ')[1]}" for k, name in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for items in sorted({p[0] for series in panels.values() for pts in series.values() for p in pts}):
+        cells = []
+        for key, name in columns:
+            f1 = next((p[1] for p in panels[key][name] if p[0] == items), None)
+            rival = rivals[key].get(name.split(", ")[1])
+            cells.append("" if f1 is None else f"{f1:.1f}" + (f" ({100 * f1 / rival:.0f}%)" if rival else ""))
+        lines.append(f"| {items:,} | " + " | ".join(cells) + " |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), sharex=True, sharey=True, squeeze=False)
+    for ax, (key, series) in zip(axes[0], sorted(panels.items(), key=lambda kv: str(kv[0]))):
+        for i, (name, pts) in enumerate(sorted(series.items())):
+            pts.sort()
+            color = f"C{i}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=name, markersize=4)
+            rival = rivals[key].get(name.rsplit(", ", 1)[1])
+            if rival is not None:
+                ax.axhline(rival, linestyle="--", color=color, linewidth=1)
+                ax.axhline(0.95 * rival, linestyle=":", color=color, linewidth=1)
+        ax.set_title(_title(key[0], key[1], key[2]).replace(", ", ",\n", 1), fontsize=8)
+        ax.set_xlabel("QA items trained")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+    axes[0][0].set_ylabel("F1")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "f1_history.png", dpi=120)
+    plt.close(fig)
+    return lines + ["", "![f1_history.png](f1_history.png)", ""]
+
+
 def _ids(r: dict) -> list:
     return [rec.get("id") for rec in r.get("records", [])]
 
@@ -421,6 +499,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path = "docs", logs: li
         if reused:
             lines += ["Answers taken from an earlier, shorter run of the same command (`sac-rag eval --reuse`; the first "
                       "questions of a longer run are the same questions, decoded greedily): " + ", ".join(reused) + ".", ""]
+    lines += _history(results_dir, largest, out)
     if curve_dir is not None and Path(curve_dir).is_dir():
         lines += _curve(Path(curve_dir), out)
     for plot in (_f1_plot(largest, out), _loss_curves([Path(p) for p in logs], out)):
