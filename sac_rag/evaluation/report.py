@@ -362,7 +362,7 @@ def _history(results_dir: Path, largest: dict[tuple, list[dict]], out: Path) -> 
     runs = [r for d in sorted(results_dir.glob("previous-*")) if d.is_dir() for r in _load(d)]
     runs += [r for rows in largest.values() for r in rows]
     keys = {key: rows[0]["summary"]["n"] for key, rows in largest.items()}
-    panels: dict[tuple, dict[str, list[tuple[int, float, str]]]] = defaultdict(lambda: defaultdict(list))
+    panels: dict[tuple, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))  # by decoding
     rivals: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in runs:
         cfg, s = r["config"], r["summary"]
@@ -379,14 +379,14 @@ def _history(results_dir: Path, largest: dict[tuple, list[dict]], out: Path) -> 
         if cfg["method"] != "sac" or cfg["ratio"] != 5 or not info.get("trained") or recorded_dtype(s) != "float32":
             continue
         items = int((info.get("before") or {}).get("items", 0) + info.get("items", 0))
-        series = panels[key][f"sac 5x, {decoding}"]
+        series = panels[key][decoding]
         if all(p[0] != items for p in series):
-            series.append((items, s["f1"], r.get("_file", "")))
+            series.append((items, s["f1"]))
     panels = {k: v for k, v in panels.items() if any(len(pts) > 1 for pts in v.values())}
     if not panels:
         return []
     order = sorted(panels, key=str)
-    columns = [(key, name) for key in order for name in sorted(panels[key])]
+    columns = [(key, decoding) for key in order for decoding in sorted(panels[key])]
     lines = ["## The shipped 5x adapters over their training", "",
              "F1 of each 5x adapter that shipped, on the largest tables' questions, against the QA items it had been "
              "trained on (its own runs and those of the adapters it continued; averaged runs count every worker's items), "
@@ -396,33 +396,32 @@ def _history(results_dir: Path, largest: dict[tuple, list[dict]], out: Path) -> 
              "were trained for the integrations' order (the best-ranked passage last), where they score higher "
              "(`docs/ordering.md`). "
              "In the plot, dashed: `full-ft`; dotted: 95% of it, the target.", "",
-             "| QA items | " + " | ".join(f"{_title(k[0], k[1], k[2])}, {name.split(', ')[1]}" for k, name in columns) + " |",
+             "| QA items | " + " | ".join(f"{_title(*key)}, {decoding}" for key, decoding in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for items in sorted({p[0] for series in panels.values() for pts in series.values() for p in pts}):
         cells = []
-        for key, name in columns:
-            f1 = next((p[1] for p in panels[key][name] if p[0] == items), None)
-            rival = rivals[key].get(name.split(", ")[1])
+        for key, decoding in columns:
+            f1 = next((p[1] for p in panels[key][decoding] if p[0] == items), None)
+            rival = rivals[key].get(decoding)
             cells.append("" if f1 is None else f"{f1:.1f}" + (f" ({100 * f1 / rival:.0f}%)" if rival else ""))
         lines.append(f"| {items:,} | " + " | ".join(cells) + " |")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), sharex=True, sharey=True, squeeze=False)
-    for ax, (key, series) in zip(axes[0], sorted(panels.items(), key=lambda kv: str(kv[0]))):
-        for i, (name, pts) in enumerate(sorted(series.items())):
+    for ax, key in zip(axes[0], order):
+        for i, (decoding, pts) in enumerate(sorted(panels[key].items())):
             pts.sort()
             color = f"C{i}"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=name, markersize=4)
-            rival = rivals[key].get(name.rsplit(", ", 1)[1])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"sac 5x, {decoding}", markersize=4)
+            rival = rivals[key].get(decoding)
             if rival is not None:
                 ax.axhline(rival, linestyle="--", color=color, linewidth=1)
                 ax.axhline(0.95 * rival, linestyle=":", color=color, linewidth=1)
-        ax.set_title(_title(key[0], key[1], key[2]).replace(", ", ",\n", 1), fontsize=8)
+        ax.set_title(_title(*key).replace(", ", ",\n", 1), fontsize=8)
         ax.set_xlabel("QA items trained")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     axes[0][0].set_ylabel("F1")
