@@ -12,6 +12,7 @@ import time
 import warnings
 from importlib import resources
 from pathlib import Path
+
 __all__ = ["main"]
 
 
@@ -26,15 +27,15 @@ def _full_kv_bytes(sac, tokens: int) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * tokens * sac.dtype.itemsize
 
 
-def _timed_stream(pieces) -> tuple[str, float, float]:
-    """(text, seconds to the first piece, total seconds) of a stream."""
+def _timed_stream(pieces) -> tuple[str, float]:
+    """(text, seconds to the first piece) of a stream."""
     t0 = time.perf_counter()
     first, text = None, []
     for piece in pieces:
         if first is None:
             first = time.perf_counter() - t0
         text.append(piece.text)
-    return "".join(text).strip(), first or 0.0, time.perf_counter() - t0
+    return "".join(text).strip(), first or 0.0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,10 +89,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         hits = [found[i] for i in prompt_order(len(found))]  # best last: the order the adapters were trained for
         marked = compressor.compress([h.text for h in hits])  # all found in the store: nothing is recompressed
         prompt = "".join(m.marker for m in marked) + QA_TEMPLATE.format(question=q["question"])
-        sac_text, sac_ttft, _ = _timed_stream(compressor.stream(prompt, max_new_tokens=24, stop=["\n"]))
+        sac_text, sac_ttft = _timed_stream(compressor.stream(prompt, max_new_tokens=24, stop=["\n"]))
         grounded = compressor.generate(prompt, grounded=True, max_new_tokens=24, stop=["\n"])  # .span: where it lies
         full_prompt = "".join(sac.config.template + h.text + "\n" for h in hits).rstrip("\n") + QA_TEMPLATE.format(question=q["question"])
-        full_text, full_ttft, _ = _timed_stream(sac.stream([full_prompt], max_new_tokens=24, stop=["\n"]))
+        full_text, full_ttft = _timed_stream(sac.stream([full_prompt], max_new_tokens=24, stop=["\n"]))
         ttft_sac.append(sac_ttft)
         ttft_full.append(full_ttft)
         for name, text in (("SAC", sac_text), ("SAC, grounded", grounded.text), ("full context", full_text)):
